@@ -32,6 +32,8 @@ TASK = "task"
 # language works without a vocabulary download.
 INSTRUCTION_MAX_BYTES = 64
 INSTRUCTION_VOCAB_SIZE = 257
+# Model input that carries the encoded instruction; every other model input is named by its key.
+TASK_TOKENS = "task_tokens"
 GRIPPER_NAME = "gripper"
 
 
@@ -351,6 +353,35 @@ def decode_instruction(tokens: Sequence[int] | np.ndarray) -> str:
     """Invert `encode_instruction`."""
     data = bytes(int(t) - 1 for t in np.asarray(tokens).reshape(-1) if int(t) > 0)
     return data.decode("utf-8", errors="replace")
+
+
+def policy_input_names(spec: Spec) -> list[str]:
+    """Model input names in their fixed order: images, vector observations, instruction tokens.
+
+    The torch policy, its ONNX export and the edge runtime all use this order and these names.
+    """
+    return [*spec.image_keys, *spec.vector_keys, TASK_TOKENS]
+
+
+def build_policy_inputs(spec: Spec, observations: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """Stack raw observations into a batch of model inputs named by `policy_input_names`.
+
+    Images stay uint8 `(batch, height, width, channels)`, vectors become float32
+    `(batch, dim)`, and the instruction becomes int64 tokens `(batch, INSTRUCTION_MAX_BYTES)`.
+    Normalisation is the model's job, so the same arrays feed torch and ONNX Runtime.
+
+    Raises:
+        SpecError: An observation lacks a feature or has the wrong shape.
+    """
+    for observation in observations:
+        spec.validate_observation(observation)
+    inputs: dict[str, np.ndarray] = {}
+    for key in spec.image_keys:
+        inputs[key] = np.stack([np.asarray(o[key], dtype=np.uint8) for o in observations])
+    for key in spec.vector_keys:
+        inputs[key] = np.stack([np.asarray(o[key], dtype=np.float32) for o in observations])
+    inputs[TASK_TOKENS] = np.stack([encode_instruction(str(o[TASK])) for o in observations])
+    return inputs
 
 
 def format_feature_table(spec: Spec, keys: Sequence[str] | None = None) -> str:
