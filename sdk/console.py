@@ -1,0 +1,102 @@
+"""Console output owned by the CLI: a rich progress bar on a terminal, plain log lines otherwise.
+
+Library code reports progress through the `ProgressReporter` callables it is given and never
+prints, so the same functions run quietly inside tests, CI and notebooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from typing import Protocol
+
+logger = logging.getLogger("robota")
+
+
+class ProgressReporter(Protocol):
+    """Receives `advance(count, **fields)` calls from a running phase."""
+
+    def advance(self, count: int = 1, **fields: object) -> None: ...
+
+
+class _PlainProgress:
+    """Logs one line at every tenth of the total, for logs and CI."""
+
+    def __init__(self, description: str, total: int):
+        self.description = description
+        self.total = max(total, 1)
+        self.done = 0
+        self._next_report = 0
+
+    def advance(self, count: int = 1, **fields: object) -> None:
+        self.done += count
+        if self.done >= self._next_report or self.done >= self.total:
+            extra = " ".join(f"{k}={_format_field(v)}" for k, v in fields.items())
+            logger.info("%s: %d/%d %s", self.description, self.done, self.total, extra)
+            self._next_report = self.done + max(self.total // 10, 1)
+
+
+class _RichProgress:
+    def __init__(self, progress, task_id):
+        self._progress = progress
+        self._task_id = task_id
+
+    def advance(self, count: int = 1, **fields: object) -> None:
+        extra = " ".join(f"{k}={_format_field(v)}" for k, v in fields.items())
+        self._progress.update(self._task_id, advance=count, fields_text=extra)
+
+
+def _format_field(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def use_rich() -> bool:
+    """Whether stderr is a terminal and rich is installed."""
+    if not sys.stderr.isatty():
+        return False
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def progress(description: str, total: int) -> Iterator[ProgressReporter]:
+    """Show progress of one phase: a rich bar on a terminal, plain log lines otherwise."""
+    if not use_rich():
+        yield _PlainProgress(description, total)
+        return
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import TimeElapsedColumn
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[fields_text]}"),
+    )
+    with Progress(*columns, transient=False) as bar:
+        task_id = bar.add_task(description, total=total, fields_text="")
+        yield _RichProgress(bar, task_id)
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Send robota's log lines to stderr: through rich on a terminal, plain text otherwise."""
+    level = logging.DEBUG if verbose else logging.INFO
+    if use_rich():
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(show_path=False, show_time=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("robota")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False

@@ -1,0 +1,211 @@
+"""`robota demo`: the main job end to end on the built-in twin, with CPU-sized defaults.
+
+Phases: record expert demonstrations, train a policy, export a bundle (with a parity check),
+evaluate the checkpoint and the bundle on unseen seeds, and time both at batch 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from robota import console
+from robota.errors import RobotaError
+from robota.evaluate import EVAL_SEED_START, EvalConfig, evaluate, write_json_atomic
+from robota.record import RecordConfig, record
+from robota.stats import latency_percentiles_ms
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class DemoConfig:
+    """Defaults sized to finish within 20 minutes on a 2-core CPU.
+
+    Attributes:
+        workdir: Parent folder; each run gets a new timestamped folder inside it.
+        task: Twin task name.
+        demonstrations: Expert episodes recorded for training.
+        eval_episodes: Unseen seeds evaluated, for the checkpoint and again for the bundle.
+        train_steps: Optimiser steps.
+        batch_size: Training batch size.
+        image_size: Camera image height and width in pixels.
+        latency_samples: Batch-1 inference calls timed per runtime.
+        seed: Seed of training and of the first recorded episode.
+    """
+
+    workdir: Path = Path("runs")
+    task: str = "pick-place"
+    demonstrations: int = 50
+    eval_episodes: int = 50
+    train_steps: int = 3000
+    batch_size: int = 32
+    image_size: int = 96
+    latency_samples: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir)
+        for name in ("demonstrations", "eval_episodes", "train_steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise RobotaError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+def run_demo(config: DemoConfig) -> dict[str, Any]:
+    """Run every phase of the main job and return the summary that `robota demo` prints."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = config.workdir / f"demo-{stamp}"
+    run_dir.mkdir(parents=True)
+    logger.info("demo run folder: %s", run_dir)
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "config": _jsonable(config)}
+    started = time.monotonic()
+
+    recording = _record_phase(config, run_dir / "dataset")
+    summary["expert"] = {
+        "successes": recording.successes,
+        "episodes": recording.attempts,
+        "success_rate": recording.expert_success_rate,
+        "success_interval_95": list(recording.expert_interval),
+    }
+    checkpoint = _train_phase(config, recording.dataset, run_dir / "checkpoint")
+    summary["export"] = _export_phase(checkpoint, recording.dataset, run_dir / "bundle")
+    for kind, path in (("checkpoint", checkpoint), ("bundle", run_dir / "bundle")):
+        summary[kind] = _eval_phase(config, kind, path, run_dir / f"eval-{kind}.json")
+    summary["latency"] = _latency_phase(config, checkpoint, run_dir / "bundle", recording.dataset)
+
+    summary["wall_time_s"] = time.monotonic() - started
+    write_json_atomic(run_dir / "summary.json", summary)
+    return summary
+
+
+def _record_phase(config: DemoConfig, dataset: Path):
+    with console.progress("record", config.demonstrations) as bar:
+        return record(
+            RecordConfig(
+                output=dataset,
+                task=config.task,
+                episodes=config.demonstrations,
+                seed=config.seed,
+                image_size=config.image_size,
+            ),
+            progress=bar,
+        )
+
+
+def _train_phase(config: DemoConfig, dataset: Path, output: Path) -> Path:
+    from robota.train import TrainConfig, train
+
+    train_config = TrainConfig(
+        dataset=dataset,
+        output=output,
+        policy="act",
+        steps=config.train_steps,
+        batch_size=config.batch_size,
+        seed=config.seed,
+    )
+    with console.progress("train", config.train_steps) as bar:
+        last = [0]
+
+        def report(step: int, metrics: dict) -> None:
+            bar.advance(step - last[0], loss=float(metrics.get("loss", float("nan"))))
+            last[0] = step
+
+        return train(train_config, progress=report)
+
+
+def _export_phase(checkpoint: Path, dataset: Path, bundle: Path) -> dict[str, Any]:
+    from robota.export import export_bundle, parity_observations_from_dataset
+
+    observations = parity_observations_from_dataset(dataset, 64)
+    result = export_bundle(checkpoint, bundle, observations=observations)
+    return {
+        "bundle": str(result.bundle),
+        "parity_max_abs_error": result.parity_max_abs_error,
+        "parity_frames": result.frames_checked,
+    }
+
+
+def _eval_phase(config: DemoConfig, kind: str, policy: Path, report: Path) -> dict[str, Any]:
+    eval_config = EvalConfig(
+        policy=policy,
+        task=config.task,
+        episodes=config.eval_episodes,
+        seed_start=EVAL_SEED_START,
+        output=report,
+    )
+    with console.progress(f"eval {kind}", config.eval_episodes) as bar:
+        result = evaluate(eval_config, progress=bar)
+    return {
+        "successes": result["successes"],
+        "episodes": result["episodes"],
+        "success_rate": result["success_rate"],
+        "success_interval_95": result["success_interval_95"],
+        "report": str(report),
+    }
+
+
+def _latency_phase(
+    config: DemoConfig, checkpoint: Path, bundle: Path, dataset: Path
+) -> dict[str, Any]:
+    from robota.edge.policy import BundlePolicy
+    from robota.export import parity_observations_from_dataset
+    from robota.policies.runner import TorchPolicyRunner
+
+    observations = parity_observations_from_dataset(dataset, min(config.latency_samples, 64))
+    results = {}
+    for name, runner in (
+        ("torch", TorchPolicyRunner.from_checkpoint(checkpoint)),
+        ("onnxruntime", BundlePolicy.from_path(bundle)),
+    ):
+        results[name] = time_chunk_inference(runner, observations, config.latency_samples)
+    return results
+
+
+def time_chunk_inference(runner, observations: list[dict], samples: int) -> dict[str, float]:
+    """Time `predict_action_chunk` at batch 1 over `samples` calls after a short warm-up."""
+    for observation in observations[:5]:
+        runner.predict_action_chunk(observation)
+    durations = []
+    for k in range(samples):
+        observation = observations[k % len(observations)]
+        start = time.perf_counter()
+        runner.predict_action_chunk(observation)
+        durations.append(time.perf_counter() - start)
+    return latency_percentiles_ms(durations)
+
+
+def format_summary(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """Rows of the table `robota demo` prints."""
+
+    def rate(entry: dict[str, Any]) -> str:
+        low, high = entry["success_interval_95"]
+        return (
+            f"{entry['success_rate']:.0%} ({entry['successes']}/{entry['episodes']}), "
+            f"95% CI [{low:.0%}, {high:.0%}]"
+        )
+
+    latency = summary["latency"]
+    return [
+        ("expert success (recording seeds)", rate(summary["expert"])),
+        ("policy success, checkpoint (torch)", rate(summary["checkpoint"])),
+        ("policy success, bundle (ONNX Runtime)", rate(summary["bundle"])),
+        ("export parity, max abs error", f"{summary['export']['parity_max_abs_error']:.2e}"),
+        (
+            "latency batch 1, torch p50 / p99",
+            f"{latency['torch']['p50_ms']:.2f} / {latency['torch']['p99_ms']:.2f} ms",
+        ),
+        (
+            "latency batch 1, ONNX Runtime p50 / p99",
+            f"{latency['onnxruntime']['p50_ms']:.2f} / {latency['onnxruntime']['p99_ms']:.2f} ms",
+        ),
+        ("wall time", f"{summary['wall_time_s'] / 60:.1f} min"),
+        ("run folder", summary["run_dir"]),
+    ]
+
+
+def _jsonable(config: DemoConfig) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config).items()}

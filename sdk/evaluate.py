@@ -1,0 +1,178 @@
+"""Roll a policy out in a twin on unseen seeds and write a JSON report with intervals.
+
+A policy is either a checkpoint folder (run with torch) or an exported bundle (run through
+robota.edge with ONNX Runtime alone), so both go through the same rollout and report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import robota
+from robota.console import ProgressReporter
+from robota.errors import RobotaError, SpecError
+from robota.spec import Spec
+from robota.stats import wilson_interval
+
+logger = logging.getLogger(__name__)
+
+# Far above the recording seeds, so evaluated scenes were never seen in training.
+EVAL_SEED_START = 1_000_000
+
+
+def policy_kind(path: Path) -> str:
+    """Return `bundle` or `checkpoint` for a policy folder, or raise naming what is missing."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RobotaError(
+            f"policy folder {path} not found; pass a checkpoint from `robota train` "
+            "or a bundle from `robota export`"
+        )
+    if (path / "manifest.json").is_file():
+        return "bundle"
+    if (path / "config.json").is_file():
+        return "checkpoint"
+    raise RobotaError(
+        f"{path} is neither a bundle (no manifest.json) nor a checkpoint (no config.json)"
+    )
+
+
+def load_rollout_policy(path: Path):
+    """Load a checkpoint or a bundle as a rollout policy with `reset()`, `__call__` and `.spec`."""
+    kind = policy_kind(path)
+    if kind == "bundle":
+        from robota.edge.policy import BundlePolicy
+
+        return BundlePolicy.from_path(path)
+    from robota.policies.runner import TorchPolicyRunner
+
+    return TorchPolicyRunner.from_checkpoint(path)
+
+
+def check_policy_fits_task(policy_spec: Spec, task_spec: Spec) -> None:
+    """Raise `SpecError` before any rollout if the policy cannot drive the task's robot."""
+    if policy_spec.robot.joint_names != task_spec.robot.joint_names:
+        raise SpecError(
+            f"policy is for robot {policy_spec.robot.name!r} with joints "
+            f"{list(policy_spec.robot.joint_names)}, but the task's robot is "
+            f"{task_spec.robot.name!r} with {list(task_spec.robot.joint_names)}"
+        )
+    for key, feature in policy_spec.features.items():
+        if key not in task_spec.features:
+            raise SpecError(f"policy needs feature {key!r}, which the task does not provide")
+        if feature.dtype != "string" and task_spec.features[key].shape != feature.shape:
+            raise SpecError(
+                f"policy expects {key!r} of shape {feature.shape}, the task gives "
+                f"{task_spec.features[key].shape}"
+            )
+
+
+def image_size_of(spec: Spec) -> tuple[int, int]:
+    """Camera image size (height, width) of a spec, which must be the same for all cameras."""
+    sizes = {spec.features[key].shape[:2] for key in spec.image_keys}
+    if len(sizes) != 1:
+        raise SpecError(f"cameras of different sizes are not supported yet: {sorted(sizes)}")
+    return sizes.pop()
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """What `robota eval` does.
+
+    Attributes:
+        policy: Checkpoint or bundle folder.
+        task: Twin task name.
+        episodes: Number of episodes, one seed each.
+        seed_start: First seed; episode k uses `seed_start + k`.
+        output: Report path (JSON); none writes no file.
+    """
+
+    policy: Path
+    task: str = "pick-place"
+    episodes: int = 50
+    seed_start: int = EVAL_SEED_START
+    output: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.policy = Path(self.policy)
+        if self.episodes < 1:
+            raise RobotaError(f"episodes must be at least 1, got {self.episodes}")
+        if self.output is not None:
+            self.output = Path(self.output)
+
+
+def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> dict[str, Any]:
+    """Run the policy for `config.episodes` seeds and return (and optionally write) the report."""
+    kind = policy_kind(config.policy)
+
+    from robota.sim import make_env
+    from robota.sim.rollout import run_episode
+
+    policy = load_rollout_policy(config.policy)
+    env = make_env(config.task, image_size=image_size_of(policy.spec))
+    check_policy_fits_task(policy.spec, env.unwrapped.feature_spec)
+
+    rows = []
+    for k in range(config.episodes):
+        seed = config.seed_start + k
+        episode = run_episode(env, policy, seed)
+        rows.append(
+            {
+                "seed": seed,
+                "success": bool(episode.success),
+                "steps": int(episode.steps),
+                "instruction": episode.instruction,
+            }
+        )
+        if progress is not None:
+            rate = sum(r["success"] for r in rows) / len(rows)
+            progress.advance(1, success=rate)
+    env.close()
+
+    report = build_report(rows, policy=config.policy, kind=kind, task=config.task)
+    if config.output is not None:
+        write_json_atomic(config.output, report)
+    return report
+
+
+def build_report(
+    rows: list[dict[str, Any]], *, policy: Path, kind: str, task: str
+) -> dict[str, Any]:
+    """Aggregate per-episode rows into a report with the success rate and its Wilson interval."""
+    successes = sum(bool(r["success"]) for r in rows)
+    low, high = wilson_interval(successes, len(rows))
+    return {
+        "policy": str(policy),
+        "policy_kind": kind,
+        "task": task,
+        "episodes": len(rows),
+        "successes": successes,
+        "success_rate": successes / len(rows) if rows else 0.0,
+        "success_interval_95": [low, high],
+        "interval_method": "wilson",
+        "rows": rows,
+        "robota_version": robota.__version__,
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+    }
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary file beside `path`, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
