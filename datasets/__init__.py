@@ -1,1 +1,21 @@
-"""x."""
+"""The dataset layer: record, read and summarise LeRobot v3.0 dataset folders.
+
+`DatasetWriter` records episodes, `open_dataset` reads robota's and LeRobot's datasets, and
+`summarise`, `format_summary` and `fingerprint` back `robota dataset info`. The torch training
+loader lives in `robota.datasets.torch_loader`, the only module here that imports torch.
+"""
+
+from robota.datasets.layout import CODEBASE_VERSION
+from robota.datasets.reader import DatasetReader, open_dataset
+from robota.datasets.summary import fingerprint, format_summary, summarise
+from robota.datasets.writer import DatasetWriter
+
+__all__ = [
+    "CODEBASE_VERSION",
+    "DatasetReader",
+    "DatasetWriter",
+    "fingerprint",
+    "format_summary",
+    "open_dataset",
+    "summarise",
+]

@@ -1,0 +1,237 @@
+"""Build the final LeRobot v3.0 layout from the episodes a DatasetWriter staged.
+
+Frame rows of all episodes go into data files of up to `data_files_size_in_mb` each (one parquet
+row group per episode), camera streams into video files of up to `video_files_size_in_mb` each,
+and the episode table, task table, statistics and info.json into meta/. info.json is written
+last, so its presence marks a complete dataset.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from robota.datasets.layout import (
+    CODEBASE_VERSION,
+    DATA_PATH,
+    EPISODES_PATH,
+    FRAME_INDEX_COLUMNS,
+    INFO_PATH,
+    STATS_PATH,
+    TASKS_PATH,
+    VIDEO_PATH,
+    chunk_and_file,
+    column_to_numpy,
+    fsync_file,
+    tasks_table,
+    write_json_atomic,
+    write_parquet,
+)
+from robota.datasets.stats import combine_histograms, histogram_stats, to_json, vector_stats
+from robota.datasets.video import concatenate_videos, video_info
+from robota.spec import Spec
+
+Record = dict[str, Any]
+
+
+def build_dataset(
+    root: Path, spec: Spec, settings: Mapping[str, Any], episodes: Sequence[Record], staging: Path
+) -> None:
+    """Write data, videos and meta/ under `root` from the staged `episodes`.
+
+    Args:
+        root: Dataset folder.
+        spec: The spec every episode was recorded with.
+        settings: The writer's settings (robot type, codec, file sizes, chunks size).
+        episodes: Staged episode records, in episode order.
+        staging: Folder holding `episodes/episode_XXXXXX/` of each record.
+    """
+    folders = [staging / "episodes" / f"episode_{e['episode_index']:06d}" for e in episodes]
+    rows: list[Record] = [_episode_row(e) for e in episodes]
+
+    data_columns = _write_data_files(root, folders, rows, settings)
+    video_features: dict[str, Any] = {}
+    for key in spec.image_keys:
+        video_features[key] = _write_video_files(root, key, spec.fps, folders, rows, settings)
+
+    tasks = list(dict.fromkeys(t for e in episodes for t in e["tasks"]))
+    write_parquet(root / TASKS_PATH, tasks_table(tasks))
+    _write_episode_table(root, episodes, rows)
+    stats = _global_stats(spec, episodes, data_columns)
+    write_json_atomic(root / STATS_PATH, to_json(stats))
+    info = _info(spec, settings, episodes, tasks, video_features)
+    write_json_atomic(root / INFO_PATH, info)
+
+
+def _episode_row(record: Record) -> Record:
+    return {"episode_index": record["episode_index"], "tasks": record["tasks"], "length": record["length"]}
+
+
+def _plan_files(sizes: Sequence[int], limit_mb: int) -> list[int]:
+    """Assign each episode a file number, starting a new file once one passes `limit_mb`."""
+    numbers, current, used = [], 0, 0
+    for size in sizes:
+        if used > 0 and used + size > limit_mb * 1024**2:
+            current, used = current + 1, 0
+        numbers.append(current)
+        used += size
+    return numbers
+
+
+def _write_data_files(
+    root: Path, folders: Sequence[Path], rows: list[Record], settings: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
+    """Write the frame rows, fill the episodes' data columns and return every column joined."""
+    sources = [folder / "data.parquet" for folder in folders]
+    numbers = _plan_files([s.stat().st_size for s in sources], settings["data_files_size_in_mb"])
+    columns: dict[str, list[np.ndarray]] = {}
+    writer: pq.ParquetWriter | None = None
+    path: Path | None = None
+    from_index = 0
+    for position, (source, number) in enumerate(zip(sources, numbers)):
+        table = pq.read_table(source)
+        if writer is None or number != numbers[position - 1]:
+            if writer is not None:
+                writer.close()
+                fsync_file(path)
+            chunk, file = chunk_and_file(number, settings["chunks_size"])
+            path = root / DATA_PATH.format(chunk_index=chunk, file_index=file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            writer = pq.ParquetWriter(path, _with_hf_metadata(table.schema))
+        writer.write_table(table)  # one row group per episode
+        chunk, file = chunk_and_file(number, settings["chunks_size"])
+        rows[position].update({
+            "data/chunk_index": chunk,
+            "data/file_index": file,
+            "dataset_from_index": from_index,
+            "dataset_to_index": from_index + table.num_rows,
+        })
+        from_index += table.num_rows
+        for name in table.column_names:
+            columns.setdefault(name, []).append(column_to_numpy(table[name]))
+    writer.close()
+    fsync_file(path)
+    return {name: np.concatenate(parts) for name, parts in columns.items()}
+
+
+def _with_hf_metadata(schema: pa.Schema) -> pa.Schema:
+    """Describe the columns in HuggingFace `datasets` terms, as LeRobot's own files do."""
+    features: dict[str, Any] = {}
+    for field in schema:
+        if pa.types.is_fixed_size_list(field.type):
+            value = {"dtype": _hf_dtype(field.type.value_type), "_type": "Value"}
+            features[field.name] = {"feature": value, "length": field.type.list_size, "_type": "List"}
+        else:
+            features[field.name] = {"dtype": _hf_dtype(field.type), "_type": "Value"}
+    metadata = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
+    return schema.with_metadata(metadata)
+
+
+def _hf_dtype(arrow_type: pa.DataType) -> str:
+    return {"float": "float32", "double": "float64"}.get(str(arrow_type), str(arrow_type))
+
+
+def _write_video_files(
+    root: Path, key: str, fps: int, folders: Sequence[Path], rows: list[Record],
+    settings: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Concatenate one camera's episode videos into files; return the stream's info."""
+    sources = [folder / f"{key}.mp4" for folder in folders]
+    numbers = _plan_files([s.stat().st_size for s in sources], settings["video_files_size_in_mb"])
+    outputs: list[Path] = []
+    for number in sorted(set(numbers)):
+        members = [i for i, n in enumerate(numbers) if n == number]
+        chunk, file = chunk_and_file(number, settings["chunks_size"])
+        output = root / VIDEO_PATH.format(video_key=key, chunk_index=chunk, file_index=file)
+        lengths = [rows[i]["length"] for i in members]
+        concatenate_videos([sources[i] for i in members], lengths, fps, output)
+        fsync_file(output)
+        outputs.append(output)
+        frames_before = 0
+        for i, length in zip(members, lengths):
+            rows[i].update({
+                f"videos/{key}/chunk_index": chunk,
+                f"videos/{key}/file_index": file,
+                f"videos/{key}/from_timestamp": frames_before / fps,
+                f"videos/{key}/to_timestamp": (frames_before + length) / fps,
+            })
+            frames_before += length
+    return video_info(outputs[0])
+
+
+def _write_episode_table(root: Path, episodes: Sequence[Record], rows: list[Record]) -> None:
+    """Write meta/episodes: LeRobot's columns, flattened per-episode stats, then user metadata."""
+    metadata_keys = list(dict.fromkeys(k for e in episodes for k in e["metadata"]))
+    for row, record in zip(rows, episodes):
+        for key, feature_stats in record["stats"].items():
+            for name, value in feature_stats.items():
+                row[f"stats/{key}/{name}"] = value
+        row["meta/episodes/chunk_index"] = 0
+        row["meta/episodes/file_index"] = 0
+        for key in metadata_keys:
+            row[key] = record["metadata"].get(key)
+    table = pa.Table.from_pylist(rows)
+    write_parquet(root / EPISODES_PATH.format(chunk_index=0, file_index=0), table)
+
+
+def _global_stats(
+    spec: Spec, episodes: Sequence[Record], columns: Mapping[str, np.ndarray]
+) -> dict[str, dict[str, np.ndarray]]:
+    """Compute stats over every frame: exact for columns, from summed histograms for images."""
+    stats = {name: vector_stats(values) for name, values in columns.items()}
+    total = sum(e["length"] for e in episodes)
+    for key in spec.image_keys:
+        histogram = combine_histograms(np.asarray(e["image_histograms"][key]) for e in episodes)
+        stats[key] = histogram_stats(histogram, total)
+    return stats
+
+
+def _info(
+    spec: Spec, settings: Mapping[str, Any], episodes: Sequence[Record], tasks: list[str],
+    video_features: Mapping[str, Any],
+) -> dict[str, Any]:
+    features: dict[str, Any] = {}
+    for key, feature in spec.features.items():
+        if feature.dtype == "string":
+            continue  # the task string lives in meta/tasks.parquet, rows carry task_index
+        if feature.is_image:
+            features[key] = {
+                "dtype": "video",
+                "shape": list(feature.shape),
+                "names": list(feature.names or ("height", "width", "channels")),
+                "info": video_features[key],
+            }
+        else:
+            names = list(feature.names) if feature.names is not None else None
+            features[key] = {"dtype": feature.dtype, "shape": list(feature.shape), "names": names}
+    for name in FRAME_INDEX_COLUMNS:
+        dtype = "float32" if name == "timestamp" else "int64"
+        features[name] = {"dtype": dtype, "shape": [1], "names": None}
+
+    return {
+        "codebase_version": CODEBASE_VERSION,
+        "robot_type": settings["robot_type"],
+        "total_episodes": len(episodes),
+        "total_frames": sum(e["length"] for e in episodes),
+        "total_tasks": len(tasks),
+        "chunks_size": settings["chunks_size"],
+        "data_files_size_in_mb": settings["data_files_size_in_mb"],
+        "video_files_size_in_mb": settings["video_files_size_in_mb"],
+        "fps": spec.fps,
+        "splits": {"train": f"0:{len(episodes)}"},
+        "data_path": DATA_PATH,
+        "video_path": VIDEO_PATH if spec.image_keys else None,
+        "features": features,
+        "robota": {
+            "spec": spec.to_dict(),
+            "episode_metadata_keys": list(dict.fromkeys(k for e in episodes for k in e["metadata"])),
+            "video_codec": settings["video_codec"],
+            "video_options": settings["video_options"],
+        },
+    }

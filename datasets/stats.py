@@ -1,0 +1,96 @@
+"""Per-feature statistics in LeRobot's form: min, max, mean, std, count and five quantiles.
+
+Vector features get one value per element. Images get one value per channel, shaped
+`(channels, 1, 1)`, computed on pixels scaled to [0, 1] as LeRobot does. Image statistics come
+from per-channel histograms of the uint8 pixels, so they are exact over every pixel of every frame
+and episodes combine by adding histograms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from robota.datasets.layout import QUANTILES
+
+FeatureStats = dict[str, np.ndarray]
+
+
+def vector_stats(values: np.ndarray) -> FeatureStats:
+    """Compute statistics over the first axis of `values` with shape (frames, ...)."""
+    values = np.asarray(values)
+    if values.ndim == 1:  # (frames,) -> (frames, 1), so every statistic is a 1-element array
+        values = values[:, None]
+    as_float = values.astype(np.float64)
+    stats: FeatureStats = {
+        "min": values.min(axis=0),
+        "max": values.max(axis=0),
+        "mean": as_float.mean(axis=0),
+        "std": as_float.std(axis=0),
+        "count": np.array([len(values)], dtype=np.int64),
+    }
+    for name, q in QUANTILES.items():
+        stats[name] = np.quantile(as_float, q, axis=0)
+    return stats
+
+
+def image_histogram(image: np.ndarray) -> np.ndarray:
+    """Count pixel values per channel of a uint8 (height, width, channels) image.
+
+    Returns:
+        int64 array of shape (channels, 256).
+    """
+    channels = image.shape[-1]
+    flat = image.reshape(-1, channels)
+    return np.stack([np.bincount(flat[:, c], minlength=256) for c in range(channels)])
+
+
+def histogram_stats(histogram: np.ndarray, frame_count: int) -> FeatureStats:
+    """Compute image statistics from per-channel pixel counts of shape (channels, 256).
+
+    Returns:
+        Statistics per channel, shaped (channels, 1, 1) and scaled to [0, 1]; `count` is the
+        number of frames.
+    """
+    levels = np.arange(256, dtype=np.float64) / 255.0
+    totals = histogram.sum(axis=1).astype(np.float64)
+    mean = histogram @ levels / totals
+    variance = histogram @ levels**2 / totals - mean**2
+    present = histogram > 0
+    stats = {
+        "min": levels[present.argmax(axis=1)],
+        "max": levels[255 - present[:, ::-1].argmax(axis=1)],
+        "mean": mean,
+        "std": np.sqrt(np.maximum(variance, 0.0)),
+    }
+    cumulative = np.cumsum(histogram, axis=1) / totals[:, None]
+    for name, q in QUANTILES.items():
+        # The lowest level whose cumulative share reaches q (the inverse CDF).
+        stats[name] = levels[(cumulative < q).sum(axis=1).clip(max=255)]
+    shaped: FeatureStats = {k: v.reshape(-1, 1, 1) for k, v in stats.items()}
+    shaped["count"] = np.array([frame_count], dtype=np.int64)
+    return shaped
+
+
+def combine_histograms(histograms: Iterable[np.ndarray]) -> np.ndarray:
+    """Add per-episode histograms into one."""
+    return np.sum(np.stack(list(histograms)), axis=0)
+
+
+def to_json(stats: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, list]]:
+    """Convert {feature: {stat: array}} to nested lists for stats.json and episode rows."""
+    return {
+        key: {name: np.asarray(value).tolist() for name, value in feature.items()}
+        for key, feature in stats.items()
+    }
+
+
+def from_json(stats: Mapping[str, Mapping[str, Any]]) -> dict[str, FeatureStats]:
+    """Convert stats.json content to {feature: {stat: numpy array}}."""
+    return {
+        key: {name: np.atleast_1d(np.asarray(value)) for name, value in feature.items()}
+        for key, feature in stats.items()
+        if isinstance(feature, Mapping)
+    }
