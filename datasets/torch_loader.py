@@ -56,6 +56,12 @@ class ChunkDataset(Dataset):
 
     Past the episode's end the chunk repeats the last action and marks it as padding.
 
+    Attributes:
+        spec: The dataset's feature spec, or None for a dataset that robota did not write.
+        stats: The dataset's statistics, {feature: {stat: array}}.
+        fingerprint: The dataset's content hash, `robota.datasets.fingerprint(root)`.
+        cache_path: Folder of this dataset's decoded frames.
+
     Args:
         root_or_reader: Dataset folder or an open `DatasetReader`.
         chunk_size: Actions per item.
@@ -95,7 +101,9 @@ class ChunkDataset(Dataset):
                 )
 
         self._load_rows(reader)
-        self.cache_path = _resolve_cache(reader.root, cache_dir)
+        self.root = reader.root
+        self.fingerprint = fingerprint(reader.root)
+        self.cache_path = _resolve_cache(reader.root, cache_dir) / self.fingerprint
         self._build_cache(reader)
         self._memmaps: dict[tuple[int, str], np.ndarray] = {}
 
@@ -180,7 +188,7 @@ def _resolve_cache(root: Path, cache_dir: str | Path | None) -> Path:
             f"cache folder {base} is inside the dataset folder {root}; choose a cache_dir "
             "outside it, because the dataset folder may be read-only or shared"
         )
-    return base / fingerprint(root)
+    return base
 
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
