@@ -1,9 +1,9 @@
 """Build the final LeRobot v3.0 layout from the episodes a DatasetWriter staged.
 
-Frame rows of all episodes go into data files of up to `data_files_size_in_mb` each (one parquet
-row group per episode), camera streams into video files of up to `video_files_size_in_mb` each,
-and the episode table, task table, statistics and info.json into meta/. info.json is written
-last, so its presence marks a complete dataset.
+Frame rows of all episodes go into data files of up to `data_files_size_in_mb` each, with one
+parquet row group per episode. Camera streams go into video files of up to
+`video_files_size_in_mb` each. The episode table, task table, statistics and info.json go into
+meta/, and info.json is written last, so its presence marks a complete dataset.
 """
 
 from __future__ import annotations

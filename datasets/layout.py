@@ -1,6 +1,6 @@
 """Paths, constants and small file helpers of the LeRobot v3.0 dataset layout.
 
-A dataset folder holds:
+A dataset folder contains:
 
     meta/info.json                                  format version, fps, counts, features
     meta/stats.json                                 per-feature statistics over every frame
@@ -34,7 +34,8 @@ EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.par
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 
-# LeRobot's defaults: a new file starts past these sizes, and a chunk folder holds this many files.
+# LeRobot's defaults: a new file starts past these sizes, and a chunk folder contains at most this
+# many files. Some LeRobot releases use 500 MB for video files.
 DEFAULT_CHUNKS_SIZE = 1000
 DEFAULT_DATA_FILE_SIZE_MB = 100
 DEFAULT_VIDEO_FILE_SIZE_MB = 200

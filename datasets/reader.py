@@ -179,7 +179,7 @@ class DatasetReader:
     def episode_metadata(self, index: int) -> dict[str, Any]:
         """Return the episode's row of meta/episodes without statistics.
 
-        It holds LeRobot's columns (`length`, `tasks`, data and video locations) and any metadata
+        It contains LeRobot's columns (`length`, `tasks`, data and video locations) and any metadata
         passed to `DatasetWriter.save_episode`, such as a seed, under its own key.
         """
         return dict(self._check_episode(index))
@@ -259,7 +259,7 @@ class DatasetReader:
 
 
 def _load_info(root: Path) -> dict[str, Any]:
-    """Read and check meta/info.json, with an error that says what to do when it is unusable."""
+    """Read and check meta/info.json, raising an error that names the fix when it is unusable."""
     if not root.is_dir():
         raise DatasetError(
             f"dataset folder {root} not found. Check the path, or record a dataset into it "

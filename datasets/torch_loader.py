@@ -36,7 +36,7 @@ ACTION_IS_PAD = "action_is_pad"
 
 
 def default_cache_dir() -> Path:
-    """Return the folder that holds frame caches: `$ROBOTA_CACHE_DIR/frames` or `~/.cache/robota/frames`."""
+    """Return the parent folder of frame caches: `$ROBOTA_CACHE_DIR/frames` or `~/.cache/robota/frames`."""
     base = os.environ.get("ROBOTA_CACHE_DIR")
     return (Path(base) if base else Path.home() / ".cache" / "robota") / "frames"
 
@@ -102,6 +102,8 @@ class ChunkDataset(Dataset):
 
         self._load_rows(reader)
         self.root = reader.root
+        # NOTE: the fingerprint reads every video byte, which takes seconds per GB on each
+        # construction; a cache keyed by file size and mtime would avoid that.
         self.fingerprint = fingerprint(reader.root)
         self.cache_path = _resolve_cache(reader.root, cache_dir) / self.fingerprint
         self._build_cache(reader)

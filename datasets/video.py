@@ -22,8 +22,8 @@ from robota.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
-# Keyframes every second of video keep a seek short; no B-frames keep decode order equal to
-# presentation order, so packets of concatenated episodes stay monotonic.
+# A keyframe every second of video keeps a seek short. Without B-frames the decode order equals
+# the presentation order, so the packets of concatenated episodes stay monotonic.
 DEFAULT_VIDEO_OPTIONS = {"crf": "18", "preset": "veryfast", "bf": "0"}
 # The stream codec name that each encoder writes, as LeRobot records it in info.json.
 CODEC_NAMES = {"libx264": "h264", "libsvtav1": "av1", "libaom-av1": "av1", "libvpx-vp9": "vp9",

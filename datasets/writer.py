@@ -44,7 +44,7 @@ _METADATA_TYPES = (bool, int, float, str)
 class DatasetWriter:
     """Record episodes into a new LeRobot v3.0 dataset folder.
 
-    Use it as a context manager. Leaving the block normally finalises the dataset; leaving it with
+    Use it as a context manager. Leaving the block normally finalises the dataset. Leaving it with
     an exception discards the unsaved episode and still finalises the saved ones, or removes the
     folder if none was saved.
 
@@ -67,7 +67,7 @@ class DatasetWriter:
         resume: Continue a recording into `root` that was interrupted before `close()`.
 
     Raises:
-        DatasetError: `root` holds files this writer did not create, or `resume` finds nothing
+        DatasetError: `root` contains files this writer did not create, or `resume` finds nothing
             to resume.
     """
 
@@ -100,6 +100,7 @@ class DatasetWriter:
         self._episodes: list[dict[str, Any]] = []
         self._tasks: dict[str, int] = {}
         self._metadata_types: dict[str, type] = {}
+        _check_spec(spec)
         if resume:
             self._resume()
         else:
@@ -362,8 +363,6 @@ class DatasetWriter:
         shutil.rmtree(self._staging, ignore_errors=True)
         if self._created_root:
             shutil.rmtree(self.root, ignore_errors=True)
-        elif self.root.is_dir() and not any(self.root.iterdir()):
-            pass  # the user's empty folder stays as it was
 
     def _check_open(self) -> None:
         if self._closed:
@@ -385,6 +384,29 @@ class DatasetWriter:
             self.discard_episode()
             self._closed = True
             self._remove_root()
+
+
+def _check_spec(spec: Spec) -> None:
+    """Reject features that the parquet rows or the yuv420p video streams cannot store."""
+    for key in spec.image_keys:
+        feature = spec.features[key]
+        height, width, channels = (*feature.shape, 0, 0, 0)[:3]
+        if feature.dtype != "uint8" or len(feature.shape) != 3 or channels != 3:
+            raise DatasetError(
+                f"image feature {key!r} is {feature.dtype} {feature.shape}; the writer stores "
+                "uint8 RGB images of shape (height, width, 3)"
+            )
+        if height % 2 or width % 2:
+            raise DatasetError(
+                f"image feature {key!r} is {height}x{width}; H.264 and AV1 in yuv420p need an "
+                "even height and width, so crop or pad the camera image by one pixel"
+            )
+    for key, feature in spec.features.items():
+        if not feature.is_image and feature.dtype != "string" and len(feature.shape) != 1:
+            raise DatasetError(
+                f"feature {key!r} has shape {feature.shape}; the writer stores one-dimensional "
+                "numeric features, so flatten it and list the element names"
+            )
 
 
 def rows_table(columns: Mapping[str, np.ndarray]) -> pa.Table:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from dataset_helpers import record, set_read_only, snapshot
 
@@ -116,3 +118,29 @@ def test_reader_works_read_only(tmp_path: Path, small_spec) -> None:
     finally:
         set_read_only(root, False)
     assert snapshot(root) == before
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    codec = av.CodecContext.create("png", "w")
+    codec.width, codec.height, codec.pix_fmt = image.shape[1], image.shape[0], "rgb24"
+    packets = codec.encode(av.VideoFrame.from_ndarray(image, format="rgb24")) + codec.encode()
+    return bytes(packets[0])
+
+
+def test_image_feature_in_parquet(tmp_path: Path, small_spec) -> None:
+    """A LeRobot `image` feature stores PNG bytes in the frame rows instead of a video."""
+    root = record(tmp_path / "d", small_spec, [3])
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(3, 8, 12, 3), dtype=np.uint8)
+    data_path = root / "data/chunk-000/file-000.parquet"
+    table = pq.read_table(data_path)
+    column = pa.array([{"bytes": _png_bytes(image), "path": None} for image in images])
+    pq.write_table(table.append_column("observation.images.side", column), data_path)
+    info = json.loads((root / "meta/info.json").read_text())
+    info["features"]["observation.images.side"] = {
+        "dtype": "image", "shape": [8, 12, 3], "names": ["height", "width", "channel"]
+    }
+    (root / "meta/info.json").write_text(json.dumps(info))
+
+    episode = open_dataset(root).episode(0)
+    np.testing.assert_array_equal(episode["observation.images.side"], images)

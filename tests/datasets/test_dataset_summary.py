@@ -28,7 +28,8 @@ def test_format_summary_lines(recorded: Path) -> None:
     assert "episodes  3" in text
     assert "frames    26 at 10 Hz (2.6 s)" in text
     assert "  - place it" in text
-    assert "observation.images.top" in text and "24x40x3" in text
+    assert "observation.images.top" in text
+    assert "24x40x3" in text
 
 
 def test_summary_of_so101(so101: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from robota.datasets import DatasetWriter, open_dataset
 from robota.errors import DatasetError
+from robota.spec import UR5E, make_arm_spec
 from dataset_helpers import FPS, make_frame, record, smooth_image
 
 INFO_KEYS = (
@@ -246,3 +247,10 @@ def test_resume_after_crash(tmp_path: Path, small_spec) -> None:
     assert [reader.episode_metadata(i)["seed"] for i in range(2)] == [1, 2]
     assert reader.episode(1)["observation.images.wrist"].shape == (2, 32, 32, 3)
     assert not (root / ".recording").exists()
+
+
+def test_odd_image_size_rejected(tmp_path: Path) -> None:
+    spec = make_arm_spec(UR5E, FPS, {"wrist": (31, 32)})
+    with pytest.raises(DatasetError, match="31x32.*even height and width"):
+        DatasetWriter(tmp_path / "d", spec, robot_type="ur5e")
+    assert not (tmp_path / "d").exists()
