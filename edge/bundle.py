@@ -29,7 +29,7 @@ from robota.spec import Spec, policy_input_names
 logger = logging.getLogger(__name__)
 
 # Fastest first. Only providers that onnxruntime.get_available_providers() lists are passed,
-# because ONNX Runtime answers an unavailable one with a warning and a silent CPU fallback.
+# because ONNX Runtime only warns about an unavailable one and silently falls back to CPU.
 PREFERRED_PROVIDERS = (
     "TensorrtExecutionProvider",
     "CUDAExecutionProvider",
@@ -107,17 +107,17 @@ def select_providers(requested: Sequence[str] | None = None) -> list[str]:
         BundleError: None of the requested providers is available.
     """
     available = _import_onnxruntime().get_available_providers()
-    wanted = list(PREFERRED_PROVIDERS if requested is None else requested)
-    chosen = [p for p in wanted if p in available]
-    missing = [p for p in wanted if p not in available]
+    candidates = list(PREFERRED_PROVIDERS if requested is None else requested)
+    chosen = [p for p in candidates if p in available]
+    missing = [p for p in candidates if p not in available]
     if requested is not None and missing:
         logger.warning(
             "skipping unavailable ONNX Runtime providers %s; available: %s", missing, available
         )
     if not chosen:
         raise BundleError(
-            f"none of the ONNX Runtime providers {wanted} is available (available: {available}); "
-            "pass providers from the available list"
+            f"none of the ONNX Runtime providers {candidates} is available "
+            f"(available: {available}); pass providers from the available list"
         )
     return chosen
 
@@ -233,6 +233,7 @@ class Bundle:
 
         Raises:
             SpecError: An input is missing or has the wrong dtype, rank or batch size.
+            BundleError: The model returned a shape other than the manifest's.
         """
         feeds = {t.name: _checked_input(t, inputs) for t in self.manifest.onnx.inputs}
         batch_sizes = {array.shape[0] for array in feeds.values()}
@@ -241,6 +242,12 @@ class Bundle:
             raise SpecError(f"model inputs have different batch sizes: {sizes}")
 
         (chunks,) = self.session.run([self._output_name], feeds)
+        expected = (batch_sizes.pop(), self.manifest.chunk_size, self.spec.robot.action_dim)
+        if chunks.shape != expected:
+            raise BundleError(
+                f"{self.path / self.manifest.onnx.file}: model returned shape {chunks.shape}, but "
+                f"{MANIFEST_FILE} promises {expected}; export the bundle again"
+            )
         return chunks
 
 

@@ -32,8 +32,8 @@ def _summary_rows(manifest: Manifest) -> list[tuple[str, str]]:
     robot = spec.robot
     provenance = manifest.provenance
     validation = manifest.validation
-    inputs = ", ".join(f"{t.name} {t.dtype}{list(t.shape)}" for t in manifest.onnx.inputs)
-    outputs = ", ".join(f"{t.name} {t.dtype}{list(t.shape)}" for t in manifest.onnx.outputs)
+    inputs = "\n".join(f"{t.name} {t.dtype}{list(t.shape)}" for t in manifest.onnx.inputs)
+    outputs = "\n".join(f"{t.name} {t.dtype}{list(t.shape)}" for t in manifest.onnx.outputs)
     chunking = f"{manifest.chunk_size} actions per chunk, {manifest.n_action_steps} executed"
     model = f"{manifest.onnx.file}, opset {manifest.onnx.opset}, sha256 {manifest.onnx.sha256}"
     return [
@@ -57,9 +57,13 @@ def _summary_rows(manifest: Manifest) -> list[tuple[str, str]]:
 
 
 def _print_rows(rows: list[tuple[str, str]]) -> None:
+    """Print name-value rows with aligned values; a multi-line value continues under itself."""
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
-        print(f"  {name.ljust(width)}  {value}")
+        first, *rest = value.splitlines() or [""]
+        print(f"  {name.ljust(width)}  {first}")
+        for line in rest:
+            print(f"  {' ' * width}  {line}")
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:

@@ -92,7 +92,7 @@ class OnnxInfo:
 
 @dataclasses.dataclass(frozen=True)
 class Provenance:
-    """Where the model came from.
+    """Origin of the model: training data, checkpoint and exporter.
 
     Attributes:
         dataset_fingerprint: Fingerprint of the training dataset, if the checkpoint recorded it.
@@ -204,8 +204,8 @@ class _ManifestParser:
     def __init__(self, path: Path):
         self.path = path
 
-    def fail(self, what: str) -> BundleError:
-        return BundleError(f"{self.path}: {what}; {_EXPORT_AGAIN}")
+    def fail(self, problem: str) -> BundleError:
+        return BundleError(f"{self.path}: {problem}; {_EXPORT_AGAIN}")
 
     def get(
         self, data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str = ""

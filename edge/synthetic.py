@@ -1,6 +1,6 @@
 """Synthesise plausible observations from a spec, for benchmarks and parity checks without data.
 
-Values stay inside the robot's limits and in the units the spec states, so a model sees inputs
+Values stay inside the robot's limits and in the units the spec states, so a model gets inputs
 of the right scale. They are not recorded data: a parity check on them shows the graph is
 exported correctly, not that it behaves well on the robot's real observation distribution.
 """

@@ -56,7 +56,7 @@ PARITY_BATCH_SIZE = 16
 
 @dataclasses.dataclass(frozen=True)
 class ExportResult:
-    """What `export_bundle` wrote and measured.
+    """The bundle an export wrote, with its parity check and duration.
 
     Attributes:
         bundle: The bundle folder.
@@ -91,7 +91,7 @@ def export_bundle(
             `parity_observations_from_dataset`); `None` synthesises 16 from the spec.
         tolerance: Max abs difference between torch and ONNX Runtime allowed, in action units.
         opset: ONNX opset of the exported graph.
-        overwrite: Replace `output` if it already holds a bundle.
+        overwrite: Replace `output` if it already contains a bundle.
 
     Raises:
         MissingExtraError: torch or onnx is not installed.
@@ -142,7 +142,7 @@ def export_policy(
         observations: Raw observations for the parity check; `None` synthesises them.
         tolerance: Max abs difference between torch and ONNX Runtime allowed.
         opset: ONNX opset of the exported graph.
-        overwrite: Replace `output` if it already holds a bundle.
+        overwrite: Replace `output` if it already contains a bundle.
         checkpoint_sha256: Hash of the source checkpoint, stored in the manifest.
         dataset_fingerprint: Fingerprint of the training dataset, stored in the manifest.
 
@@ -213,7 +213,9 @@ def read_dataset_fingerprint(checkpoint: Path) -> str | None:
         logger.warning("cannot read the dataset fingerprint from %s: %s", path, error)
         return None
     if not isinstance(config, dict):
-        logger.warning("%s is not a JSON object; the manifest will have no dataset fingerprint", path)
+        logger.warning(
+            "%s is not a JSON object; the manifest will have no dataset fingerprint", path
+        )
         return None
 
     fingerprint = config.get("dataset_fingerprint")
@@ -230,11 +232,11 @@ def parity_observations_from_dataset(dataset_dir: Path, n: int) -> list[dict]:
     """Read `n` observations spread over a dataset's episodes, for the export parity check.
 
     Episodes are chosen evenly over the dataset, and frames evenly over each chosen episode,
-    so the check sees starts, grasps and ends of episodes alike.
+    so the check covers starts, grasps and ends of episodes alike.
 
     Args:
         dataset_dir: Dataset folder (LeRobot v3.0 layout).
-        n: Observations wanted; fewer are returned when the dataset has fewer frames.
+        n: Observations requested; fewer are returned when the dataset has fewer frames.
 
     Returns:
         Raw observations keyed by feature key, one frame each.
@@ -253,8 +255,8 @@ def parity_observations_from_dataset(dataset_dir: Path, n: int) -> list[dict]:
     observations: list[dict] = []
     for position, episode_index in enumerate(episode_indices):
         remaining_episodes = len(episode_indices) - position
-        wanted = -(-(n - len(observations)) // remaining_episodes)  # ceil division
-        observations.extend(_episode_frames(dataset.episode(int(episode_index)), wanted))
+        frame_count = -(-(n - len(observations)) // remaining_episodes)  # ceil division
+        observations.extend(_episode_frames(dataset.episode(int(episode_index)), frame_count))
     if not observations:
         raise DatasetError(f"{dataset_dir}: no frames to check parity on; record episodes first")
     if len(observations) < n:

@@ -167,7 +167,10 @@ def _act_stats(spec: Spec) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     stats: dict[str, Any] = {}
     for key in spec.image_keys:
-        stats[key] = {"mean": np.full((3, 1, 1), 0.5).tolist(), "std": np.full((3, 1, 1), 0.2).tolist()}
+        stats[key] = {
+            "mean": np.full((3, 1, 1), 0.5).tolist(),
+            "std": np.full((3, 1, 1), 0.2).tolist(),
+        }
     for key in [*spec.vector_keys, ACTION]:
         dim = spec.features[key].shape[0]
         mean, std = rng.normal(0.0, 0.5, dim), rng.uniform(0.2, 1.0, dim)
@@ -187,10 +190,16 @@ def test_export_bundle_from_act_checkpoint(tmp_path: Path) -> None:
     checkpoint_lib = pytest.importorskip("robota.policies.checkpoint")
     runner_lib = pytest.importorskip("robota.policies.runner")
     spec = make_arm_spec(UR5E, 10, {"wrist": (32, 32)})
-    policy = policies.make_policy(
-        "act", spec, _act_stats(spec), chunk_size=6, n_action_steps=3, dim_model=32, n_heads=2,
-        dim_feedforward=64, image_channels=(8, 16, 16), dropout=0.0,
-    ).eval()
+    tiny_act = {
+        "chunk_size": 6,
+        "n_action_steps": 3,
+        "dim_model": 32,
+        "n_heads": 2,
+        "dim_feedforward": 64,
+        "image_channels": (8, 16, 16),
+        "dropout": 0.0,
+    }
+    policy = policies.make_policy("act", spec, _act_stats(spec), **tiny_act).eval()
     checkpoint = checkpoint_lib.save_checkpoint(
         tmp_path / "checkpoint", policy, extra={"dataset_fingerprint": "fp-123"}
     )
