@@ -22,12 +22,18 @@ from robota.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
-# A keyframe every second of video keeps a seek short. Without B-frames the decode order equals
-# the presentation order, so the packets of concatenated episodes stay monotonic.
-DEFAULT_VIDEO_OPTIONS = {"crf": "18", "preset": "veryfast", "bf": "0"}
-# The stream codec name that each encoder writes, as LeRobot records it in info.json.
-CODEC_NAMES = {"libx264": "h264", "libsvtav1": "av1", "libaom-av1": "av1", "libvpx-vp9": "vp9",
-               "libx265": "hevc", "hevc": "hevc", "h264": "h264"}
+# Encoder options per codec; every encoder also gets a keyframe each second (`g` = fps) to keep
+# seeks short. x264 runs without B-frames, so decode order equals presentation order and the
+# packets of concatenated episodes stay monotonic.
+DEFAULT_VIDEO_OPTIONS: dict[str, dict[str, str]] = {
+    "libx264": {"crf": "18", "preset": "veryfast", "bf": "0"},
+    "libsvtav1": {"crf": "30", "preset": "8"},
+}
+
+
+def default_video_options(codec: str) -> dict[str, str]:
+    """Return robota's encoder options for `codec`, or none for codecs without tuned defaults."""
+    return dict(DEFAULT_VIDEO_OPTIONS.get(codec, {}))
 
 
 class EpisodeVideoEncoder:
@@ -72,7 +78,14 @@ class EpisodeVideoEncoder:
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
         frame.pts = self.frame_count
         frame.time_base = Fraction(1, self.fps)
-        for packet in self._stream.encode(frame):
+        try:
+            packets = self._stream.encode(frame)
+        except av.FFmpegError as error:
+            raise DatasetError(
+                f"video encoder {self.codec!r} failed on {self.path.name} with options "
+                f"{self._stream.options}: {error}. Check video_options for this codec"
+            ) from None
+        for packet in packets:
             self._container.mux(packet)
         self.frame_count += 1
 
@@ -114,7 +127,7 @@ def concatenate_videos(sources: Sequence[Path], frame_counts: Sequence[int], fps
             with av.open(str(source)) as container:
                 stream = container.streams.video[0]
                 if out_stream is None:
-                    out_stream = target.add_stream_from_template(stream)
+                    out_stream = target.add_stream_from_template(stream, opaque=True)
                     extradata = stream.codec_context.extradata
                 elif stream.codec_context.extradata != extradata:
                     raise DatasetError(
@@ -139,7 +152,7 @@ def video_info(path: Path) -> dict[str, Any]:
         return {
             "video.height": stream.codec_context.height,
             "video.width": stream.codec_context.width,
-            "video.codec": stream.codec_context.name,
+            "video.codec": stream.codec_context.codec.canonical_name,  # "av1", not the decoder "libdav1d"
             "video.pix_fmt": stream.codec_context.pix_fmt,
             "video.is_depth_map": False,
             "video.fps": int(round(float(stream.average_rate))),

@@ -31,7 +31,7 @@ from robota.datasets.layout import (
     write_parquet,
 )
 from robota.datasets.stats import histogram_stats, image_histogram, to_json, vector_stats
-from robota.datasets.video import DEFAULT_VIDEO_OPTIONS, EpisodeVideoEncoder
+from robota.datasets.video import EpisodeVideoEncoder, default_video_options
 from robota.errors import DatasetError
 from robota.spec import TASK, Spec
 
@@ -59,8 +59,9 @@ class DatasetWriter:
         spec: Feature spec; every frame carries each of its keys.
         robot_type: Robot name stored in info.json, for example `ur5e`.
         video_codec: FFmpeg encoder for camera streams; `libx264` writes H.264 yuv420p.
-        video_options: Encoder options that replace the defaults (`crf` 18, `preset` veryfast,
-            no B-frames, a keyframe every second).
+        video_options: Encoder options that replace robota's defaults for the codec (for
+            libx264 `crf` 18, `preset` veryfast and no B-frames; for libsvtav1 `crf` 30 and
+            `preset` 8). A keyframe every second is added unless the options set `g`.
         chunks_size: Files per chunk folder.
         data_files_size_in_mb: A new data file starts once a file passes this size.
         video_files_size_in_mb: A new video file starts once a file passes this size.
@@ -89,7 +90,9 @@ class DatasetWriter:
         self.settings = {
             "robot_type": robot_type,
             "video_codec": video_codec,
-            "video_options": dict(video_options if video_options is not None else DEFAULT_VIDEO_OPTIONS),
+            "video_options": (
+                dict(video_options) if video_options is not None else default_video_options(video_codec)
+            ),
             "chunks_size": int(chunks_size),
             "data_files_size_in_mb": int(data_files_size_in_mb),
             "video_files_size_in_mb": int(video_files_size_in_mb),

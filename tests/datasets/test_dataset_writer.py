@@ -254,3 +254,20 @@ def test_odd_image_size_rejected(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="31x32.*even height and width"):
         DatasetWriter(tmp_path / "d", spec, robot_type="ur5e")
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(("codec", "stream_codec"), [("libx264", "h264"), ("libsvtav1", "av1")])
+def test_round_trip_per_codec(tmp_path: Path, small_spec, codec: str, stream_codec: str) -> None:
+    root = record(tmp_path / "d", small_spec, [6, 4], video_codec=codec)
+    reader = open_dataset(root)
+    assert reader.features["observation.images.wrist"]["info"]["video.codec"] == stream_codec
+    decoded = reader.episode(1)["observation.images.wrist"]
+    expected = np.stack([smooth_image(32, 32, step + 7) for step in range(4)])
+    assert np.abs(decoded.astype(np.int16) - expected).mean() < 3.0
+
+
+def test_invalid_encoder_options(tmp_path: Path, small_spec) -> None:
+    with pytest.raises(DatasetError, match="libx264.*video_options"):
+        with DatasetWriter(tmp_path / "d", small_spec, robot_type="ur5e", video_options={"preset": "warp"}) as writer:
+            writer.add_frame(make_frame(small_spec, 0, 0))
+    assert not (tmp_path / "d").exists()
