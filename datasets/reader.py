@@ -38,6 +38,8 @@ from robota.spec import ACTION, Spec
 logger = logging.getLogger(__name__)
 
 IMAGE_DTYPES = ("video", "image")
+# Data files kept in memory; episodes are usually read in order, so two cover a file boundary.
+_OPEN_DATA_FILES = 2
 
 
 def open_dataset(root: str | Path) -> DatasetReader:
@@ -188,10 +190,13 @@ class DatasetReader:
         """Return the episode's frame rows from its data file, ordered by frame_index."""
         row = self._check_episode(index)
         key = (int(row["data/chunk_index"]), int(row["data/file_index"]))
-        if key not in self._data_tables:
+        table = self._data_tables.get(key)
+        if table is None:
             relative = self.info["data_path"].format(chunk_index=key[0], file_index=key[1])
-            self._data_tables[key] = self._read(relative, pq.read_table)
-        table = self._data_tables[key]
+            table = self._read(relative, pq.read_table)
+            if len(self._data_tables) >= _OPEN_DATA_FILES:
+                self._data_tables.pop(next(iter(self._data_tables)))  # the least recently read
+            self._data_tables[key] = table
         rows = table.filter(pc.equal(table["episode_index"], index)).sort_by("frame_index")
         if rows.num_rows != int(row["length"]):
             raise DatasetError(

@@ -133,7 +133,7 @@ class ChunkDataset(Dataset):
             for key in self.image_keys:
                 path = self._cache_file(position, key)
                 expected = (int(self._lengths[position]), *reader.image_shape(key))
-                if path.exists() and np.load(path, mmap_mode="r").shape == expected:
+                if _cached_shape(path) == expected:
                     continue
                 frames = reader.decode_images(index, key)  # (frames, height, width, 3)
                 if frames.shape != expected:
@@ -191,6 +191,14 @@ def _resolve_cache(root: Path, cache_dir: str | Path | None) -> Path:
             "outside it, because the dataset folder may be read-only or shared"
         )
     return base
+
+
+def _cached_shape(path: Path) -> tuple[int, ...] | None:
+    """Return the shape of a cached frame file, or None if it is missing or unreadable."""
+    try:
+        return tuple(np.load(path, mmap_mode="r").shape)
+    except (OSError, ValueError):
+        return None
 
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:

@@ -127,3 +127,12 @@ def test_so101_subset(so101: Path, tmp_path: Path) -> None:
     assert item["action"].shape == (10, 6)
     assert item["action_is_pad"].tolist() == [False] * 5 + [True] * 5
     assert dataset.spec is None
+
+
+def test_corrupt_cache_file_rebuilt(read_only_dataset: Path, tmp_path: Path) -> None:
+    dataset = ChunkDataset(read_only_dataset, 2, cache_dir=tmp_path / "cache")
+    cached = dataset.cache_path / WRIST / "episode_000001.npy"
+    cached.write_bytes(cached.read_bytes()[:100])
+    rebuilt = ChunkDataset(read_only_dataset, 2, cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(rebuilt[9][WRIST].numpy(), dataset[9][WRIST].numpy())
+    assert np.load(cached).shape == (4, 32, 32, 3)
