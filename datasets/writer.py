@@ -59,9 +59,10 @@ class DatasetWriter:
         spec: Feature spec; every frame carries each of its keys.
         robot_type: Robot name stored in info.json, for example `ur5e`.
         video_codec: FFmpeg encoder for camera streams; `libx264` writes H.264 yuv420p.
-        video_options: Encoder options that replace robota's defaults for the codec (for
-            libx264 `crf` 18, `preset` veryfast and no B-frames; for libsvtav1 `crf` 30 and
-            `preset` 8). A keyframe every second is added unless the options set `g`.
+        video_options: Encoder options that replace robota's defaults for the codec. The
+            defaults are `crf` 18, `preset` veryfast and no B-frames for libx264, and `crf` 30
+            and `preset` 8 for libsvtav1. A keyframe every second is added unless the options
+            set `g`.
         chunks_size: Files per chunk folder.
         data_files_size_in_mb: A new data file starts once a file passes this size.
         video_files_size_in_mb: A new video file starts once a file passes this size.
