@@ -75,7 +75,7 @@ class EpisodeVideoEncoder:
         """Encode one uint8 (height, width, 3) RGB image."""
         if self._container is None:
             self._open(image.shape[0], image.shape[1])
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         frame.pts = self.frame_count
         frame.time_base = Fraction(1, self.fps)
         try:

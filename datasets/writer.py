@@ -66,7 +66,8 @@ class DatasetWriter:
         chunks_size: Files per chunk folder.
         data_files_size_in_mb: A new data file starts once a file passes this size.
         video_files_size_in_mb: A new video file starts once a file passes this size.
-        resume: Continue a recording into `root` that was interrupted before `close()`.
+        resume: Continue a recording into `root` that was interrupted before `close()`. The
+            spec must match, and the codec, options and file sizes of the first run are kept.
 
     Raises:
         DatasetError: `root` contains files this writer did not create, or `resume` finds nothing
@@ -116,9 +117,9 @@ class DatasetWriter:
     def _create(self) -> None:
         if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
             hint = (
-                " It holds an unfinished recording: pass resume=True to continue it."
+                " It contains an unfinished recording: pass resume=True to continue it."
                 if (self._staging / "writer.json").exists()
-                else " Choose a new folder; robota never writes into a folder it did not create."
+                else " Choose a new folder, because robota never writes into a folder it did not create."
             )
             raise DatasetError(f"dataset folder {self.root} already exists and is not empty.{hint}")
         self._created_root = not self.root.exists()
@@ -231,7 +232,12 @@ class DatasetWriter:
                     f"frame {key!r} has dtype {array.dtype}, expected uint8 RGB; "
                     "convert with (image * 255).round().astype(np.uint8) if it is in [0, 1]"
                 )
-            array = array.astype(np.dtype(feature.dtype), copy=False)
+            try:
+                array = array.astype(np.dtype(feature.dtype), copy=False)
+            except (TypeError, ValueError):
+                raise DatasetError(
+                    f"frame {key!r} has value {value!r}, which is not convertible to {feature.dtype}"
+                ) from None
             if array.shape != feature.shape:
                 raise DatasetError(f"frame {key!r} has shape {array.shape}, expected {feature.shape}")
             if array.dtype.kind == "f" and not np.isfinite(array).all():

@@ -271,3 +271,21 @@ def test_invalid_encoder_options(tmp_path: Path, small_spec) -> None:
         with DatasetWriter(tmp_path / "d", small_spec, robot_type="ur5e", video_options={"preset": "warp"}) as writer:
             writer.add_frame(make_frame(small_spec, 0, 0))
     assert not (tmp_path / "d").exists()
+
+
+def test_flipped_image_view_accepted(tmp_path: Path, small_spec) -> None:
+    """Renderers often return images flipped by a negative-stride view."""
+    frame = make_frame(small_spec, 0, 0)
+    flipped = frame["observation.images.wrist"][::-1]
+    with DatasetWriter(tmp_path / "d", small_spec, robot_type="ur5e") as writer:
+        writer.add_frame({**frame, "observation.images.wrist": flipped})
+        writer.save_episode()
+    decoded = open_dataset(tmp_path / "d").episode(0)["observation.images.wrist"][0]
+    assert np.abs(decoded.astype(np.int16) - flipped).mean() < 3.0
+
+
+def test_non_numeric_value_rejected(tmp_path: Path, small_spec) -> None:
+    writer = DatasetWriter(tmp_path / "d", small_spec, robot_type="ur5e")
+    with pytest.raises(DatasetError, match="'action' has value 'open'"):
+        writer.add_frame({**make_frame(small_spec, 0, 0), "action": "open"})
+    writer.discard_episode()
