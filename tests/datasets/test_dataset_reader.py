@@ -48,25 +48,26 @@ def test_so101_episode_rows(so101: Path) -> None:
 def test_so101_frames_found_by_timestamp(so101: Path) -> None:
     """Frame k of episode 1 is frame 383 + k of the concatenated mp4, decoded in order."""
     reader = open_dataset(so101)
-    wanted = [0, 100, 385]
-    decoded = reader.decode_images(1, WRIST, wanted)
+    requested = [0, 100, 385]
+    decoded = reader.decode_images(1, WRIST, requested)
     assert decoded.shape == (3, 360, 640, 3)
 
     path = so101 / "videos" / WRIST / "chunk-000" / "file-000.mp4"
     sequential = {}
     with av.open(str(path)) as container:
         for position, frame in enumerate(container.decode(video=0)):
-            if position - 383 in wanted:
+            if position - 383 in requested:
                 sequential[position - 383] = frame.to_ndarray(format="rgb24")
-            if position >= 383 + max(wanted):
+            if position >= 383 + max(requested):
                 break
-    for row, k in enumerate(wanted):
+    for row, k in enumerate(requested):
         np.testing.assert_array_equal(decoded[row], sequential[k])
 
 
+@pytest.mark.slow
 def test_so101_decodes_every_frame(so101: Path) -> None:
-    # All 1782 AV1 frames at 360x640 decode in 2.5 to 4.5 s on a 2-core CPU (PyAV 18 with
-    # dav1d), under the ten seconds that would make this test `slow`.
+    # All 1782 AV1 frames at 360x640 decoded in 2.4 to 11 s on a shared 2-core CPU (PyAV 18
+    # with dav1d), so this is `slow`. The default run decodes episode 4 whole instead.
     reader = open_dataset(so101)
     for index, length in enumerate(SO101_LENGTHS):
         assert reader.decode_images(index, WRIST).shape == (length, 360, 640, 3)
