@@ -82,6 +82,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         episodes=args.episodes,
         seed_start=args.seed_start,
         output=args.output,
+        workers=args.workers,
     )
     with console.progress("eval", config.episodes) as bar:
         report = evaluate(config, progress=bar)
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=50, help="episodes, one unseen seed each")
     p.add_argument("--seed-start", type=int, default=EVAL_SEED_START, help="first evaluation seed")
     p.add_argument("--output", type=Path, default=Path("eval-report.json"), help="JSON report")
+    p.add_argument("--workers", type=int, default=1, help="processes running episodes")
     p.set_defaults(handler=_cmd_eval)
 
     p = commands.add_parser("export", help="export a checkpoint to an ONNX bundle")

@@ -35,6 +35,7 @@ class DemoConfig:
         batch_size: Training batch size.
         image_size: Camera image height and width in pixels.
         latency_samples: Batch-1 inference calls timed per runtime.
+        eval_workers: Processes that run evaluation episodes in parallel.
         seed: Seed of training and of the first recorded episode.
     """
 
@@ -46,6 +47,7 @@ class DemoConfig:
     batch_size: int = 32
     image_size: int = 96
     latency_samples: int = 200
+    eval_workers: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -136,6 +138,7 @@ def _eval_phase(config: DemoConfig, kind: str, policy: Path, report: Path) -> di
         episodes=config.eval_episodes,
         seed_start=EVAL_SEED_START,
         output=report,
+        workers=config.eval_workers,
     )
     with console.progress(f"eval {kind}", config.eval_episodes) as bar:
         result = evaluate(eval_config, progress=bar)

@@ -10,7 +10,9 @@ import dataclasses
 import datetime
 import json
 import logging
+import multiprocessing
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,7 @@ class EvalConfig:
         episodes: Number of episodes, one seed each.
         seed_start: First seed; episode k uses `seed_start + k`.
         output: Report path (JSON); none writes no file.
+        workers: Processes that run episodes in parallel.
     """
 
     policy: Path
@@ -99,47 +102,92 @@ class EvalConfig:
     episodes: int = 50
     seed_start: int = EVAL_SEED_START
     output: Path | None = None
+    workers: int = 1
 
     def __post_init__(self) -> None:
         self.policy = Path(self.policy)
         if self.episodes < 1:
             raise RobotaError(f"episodes must be at least 1, got {self.episodes}")
+        if self.workers < 1:
+            raise RobotaError(f"workers must be at least 1, got {self.workers}")
         if self.output is not None:
             self.output = Path(self.output)
 
 
 def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> dict[str, Any]:
-    """Run the policy for `config.episodes` seeds and return (and optionally write) the report."""
+    """Run the policy for `config.episodes` seeds and return (and optionally write) the report.
+
+    With `config.workers` above 1, seeds are spread over spawned worker processes, each with its
+    own twin, renderer and policy; rows come back in seed order either way.
+    """
     kind = policy_kind(config.policy)
+    seeds = [config.seed_start + k for k in range(config.episodes)]
+    rows: list[dict[str, Any]] = []
 
-    from robota.sim import make_env
-    from robota.sim.rollout import run_episode
-
-    policy = load_rollout_policy(config.policy)
-    env = make_env(config.task, image_size=image_size_of(policy.spec))
-    check_policy_fits_task(policy.spec, env.unwrapped.feature_spec)
-
-    rows = []
-    for k in range(config.episodes):
-        seed = config.seed_start + k
-        episode = run_episode(env, policy, seed)
-        rows.append(
-            {
-                "seed": seed,
-                "success": bool(episode.success),
-                "steps": int(episode.steps),
-                "instruction": episode.instruction,
-            }
-        )
+    def collect(row: dict[str, Any]) -> None:
+        rows.append(row)
         if progress is not None:
-            rate = sum(r["success"] for r in rows) / len(rows)
-            progress.advance(1, success=rate)
-    env.close()
+            progress.advance(1, success=sum(r["success"] for r in rows) / len(rows))
 
+    if config.workers <= 1:
+        _init_worker(config.policy, config.task)
+        for seed in seeds:
+            collect(_run_seed(seed))
+        _close_worker()
+    else:
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(
+            config.workers, initializer=_init_worker, initargs=(config.policy, config.task)
+        ) as pool:
+            for row in pool.imap_unordered(_run_seed, seeds):
+                collect(row)
+
+    rows.sort(key=lambda r: r["seed"])
     report = build_report(rows, policy=config.policy, kind=kind, task=config.task)
     if config.output is not None:
         write_json_atomic(config.output, report)
     return report
+
+
+# One twin and one policy per process, made by `_init_worker` and used by `_run_seed`.
+_worker_state: dict[str, Any] = {}
+
+
+def _init_worker(policy_path: Path, task: str) -> None:
+    from robota.sim import make_env
+
+    if multiprocessing.parent_process() is not None:
+        _limit_threads_in_worker()
+    policy = load_rollout_policy(policy_path)
+    env = make_env(task, image_size=image_size_of(policy.spec))
+    check_policy_fits_task(policy.spec, env.unwrapped.feature_spec)
+    _worker_state.update(policy=policy, env=env)
+
+
+def _limit_threads_in_worker() -> None:
+    # Workers share the cores: one thread each for torch and Mesa's software renderer.
+    os.environ["LP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def _run_seed(seed: int) -> dict[str, Any]:
+    from robota.sim.rollout import run_episode
+
+    episode = run_episode(_worker_state["env"], _worker_state["policy"], seed)
+    return {
+        "seed": seed,
+        "success": bool(episode.success),
+        "steps": int(episode.steps),
+        "instruction": episode.instruction,
+    }
+
+
+def _close_worker() -> None:
+    env = _worker_state.pop("env", None)
+    if env is not None:
+        env.close()
+    _worker_state.clear()
 
 
 def build_report(
