@@ -5,10 +5,12 @@ Modules:
     bundle: `load_bundle` verifies a bundle and runs its model with ONNX Runtime.
     policy: `BundlePolicy` turns action chunks into one action per control step.
     runtime: `ControlLoop` runs a policy at a fixed rate.
+    signing: Ed25519 signatures over the manifest.
     synthetic: observations drawn from a spec, for benchmarks and checks without data.
     cli: the `robota-edge` command.
 
-This package imports numpy, onnxruntime, `robota.spec` and `robota.errors` only, never torch,
-mujoco or the training code, so it installs on a factory PC with `pip install 'robota[edge]'`.
+This package imports numpy, onnxruntime, cryptography (when signatures are used), `robota.spec`
+and `robota.errors` only, never torch, mujoco or the training code, so it installs on a factory
+PC with `pip install 'robota[edge]'`.
 Importing the package itself loads no submodule, so it stays cheap.
 """

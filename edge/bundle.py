@@ -9,6 +9,7 @@ the file and what to do.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,9 +21,10 @@ from robota.edge.manifest import (
     SIGNATURE_FILE,
     Manifest,
     TensorInfo,
-    file_sha256,
-    read_manifest,
+    parse_manifest,
+    read_manifest_bytes,
 )
+from robota.edge.signing import verify_manifest_signature
 from robota.errors import BundleError, MissingExtraError, SpecError
 from robota.spec import Spec, policy_input_names
 
@@ -49,25 +51,43 @@ def _import_onnxruntime():
     return onnxruntime
 
 
-def verify_bundle(path: Path) -> Manifest:
+def verify_bundle(path: Path, *, trusted_keys: Sequence | None = None) -> Manifest:
     """Check a bundle folder, its manifest and its model's sha256, without loading the model.
 
     Args:
         path: Bundle folder.
+        trusted_keys: Ed25519 public keys (or paths of PEM files); when given, the bundle must
+            carry a valid signature by one of them. `None` skips the signature check.
 
     Returns:
         The parsed manifest.
 
     Raises:
-        BundleError: The folder or a file is missing, the manifest is invalid, or the model's
-            sha256 differs from the one in the manifest.
+        BundleError: The folder or a file is missing, the manifest is invalid, the model's
+            sha256 differs from the one in the manifest, or the signature check fails.
     """
-    path = Path(path)
+    manifest, _, _ = _read_verified(Path(path), trusted_keys)
+    return manifest
+
+
+def _read_verified(
+    path: Path, trusted_keys: Sequence | None
+) -> tuple[Manifest, bytes, str | None]:
+    """Return the manifest, the model bytes and the signer's key id after all file checks.
+
+    The manifest and the model are each read once, and the bytes that were checked are the
+    bytes that get used, so a file swapped during loading cannot slip past the checks.
+    """
     if not path.is_dir():
         raise BundleError(
             f"{path}: bundle folder not found; pass the folder that `robota export` wrote"
         )
-    manifest = read_manifest(path / MANIFEST_FILE)
+    manifest_path = path / MANIFEST_FILE
+    raw_manifest = read_manifest_bytes(manifest_path)
+    signer = None
+    if trusted_keys is not None:
+        signer = verify_manifest_signature(path, raw_manifest, trusted_keys)
+    manifest = parse_manifest(raw_manifest, manifest_path)
 
     model_path = path / manifest.onnx.file
     if not model_path.is_file():
@@ -75,7 +95,8 @@ def verify_bundle(path: Path) -> Manifest:
             f"{model_path}: file not found, but {MANIFEST_FILE} names it; the bundle is "
             "incomplete: export it again with `robota export`"
         )
-    actual = file_sha256(model_path)
+    model = model_path.read_bytes()
+    actual = hashlib.sha256(model).hexdigest()
     if actual != manifest.onnx.sha256:
         raise BundleError(
             f"{model_path}: sha256 {actual[:12]}… does not match {MANIFEST_FILE} "
@@ -87,10 +108,10 @@ def verify_bundle(path: Path) -> Manifest:
     names = [t.name for t in manifest.onnx.inputs]
     if names != expected_names:
         raise BundleError(
-            f"{path / MANIFEST_FILE}: onnx.inputs {names} differ from the spec's policy inputs "
+            f"{manifest_path}: onnx.inputs {names} differ from the spec's policy inputs "
             f"{expected_names}; export the bundle again with `robota export`"
         )
-    return manifest
+    return manifest, model, signer
 
 
 def select_providers(requested: Sequence[str] | None = None) -> list[str]:
@@ -127,6 +148,7 @@ def load_bundle(
     *,
     providers: Sequence[str] | None = None,
     intra_op_threads: int | None = None,
+    trusted_keys: Sequence | None = None,
 ) -> Bundle:
     """Verify a bundle and start an ONNX Runtime session for its model.
 
@@ -136,13 +158,15 @@ def load_bundle(
             with a warning. `None` tries TensorRT, CUDA, OpenVINO, then CPU.
         intra_op_threads: Threads ONNX Runtime uses inside one operator; `None` keeps its
             default (one per physical core).
+        trusted_keys: Ed25519 public keys (or paths of PEM files); when given, the bundle must
+            carry a valid signature by one of them. `None` skips the signature check.
 
     Raises:
         BundleError: A check of `verify_bundle` failed, the model does not load, or the graph's
             inputs or outputs differ from the manifest.
     """
     path = Path(path)
-    manifest = verify_bundle(path)
+    manifest, model, signer = _read_verified(path, trusted_keys)
     onnxruntime = _import_onnxruntime()
     chosen = select_providers(providers)
 
@@ -151,7 +175,7 @@ def load_bundle(
         options.intra_op_num_threads = intra_op_threads
     model_path = path / manifest.onnx.file
     try:
-        session = onnxruntime.InferenceSession(str(model_path), options, providers=chosen)
+        session = onnxruntime.InferenceSession(model, options, providers=chosen)
     except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types.
         raise BundleError(
             f"{model_path}: ONNX Runtime failed to load the model ({error}); "
@@ -166,11 +190,11 @@ def load_bundle(
             running,
         )
     logger.info("loaded bundle %s on %s", path, running[0])
-    _check_session_signature(session, manifest, model_path)
-    return Bundle(path, manifest, session)
+    _check_graph_io(session, manifest, model_path)
+    return Bundle(path, manifest, session, signed_by=signer)
 
 
-def _check_session_signature(session, manifest: Manifest, model_path: Path) -> None:
+def _check_graph_io(session, manifest: Manifest, model_path: Path) -> None:
     """Raise `BundleError` if the graph's inputs or first output differ from the manifest."""
     graph_inputs = {i.name: _ORT_TYPES.get(i.type, i.type) for i in session.get_inputs()}
     for tensor in manifest.onnx.inputs:
@@ -201,13 +225,16 @@ class Bundle:
         manifest: Parsed `manifest.json`.
         spec: Feature spec of the model.
         session: The `onnxruntime.InferenceSession`.
+        signed_by: Id of the trusted key whose signature was verified, or `None` when the
+            signature was not checked.
     """
 
-    def __init__(self, path: Path, manifest: Manifest, session):
+    def __init__(self, path: Path, manifest: Manifest, session, *, signed_by: str | None = None):
         self.path = Path(path)
         self.manifest = manifest
         self.spec: Spec = manifest.spec
         self.session = session
+        self.signed_by = signed_by
         self._output_name = manifest.onnx.outputs[0].name
 
     @property
@@ -217,7 +244,7 @@ class Bundle:
 
     @property
     def signature_path(self) -> Path | None:
-        """Detached signature beside the manifest, or `None` if the bundle is unsigned."""
+        """Signature file beside the manifest, or `None` if the bundle is unsigned."""
         path = self.path / SIGNATURE_FILE
         return path if path.is_file() else None
 

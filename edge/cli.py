@@ -1,9 +1,12 @@
 """robota-edge: inspect and benchmark policy bundles on the robot's computer, without torch.
 
 Commands:
-    inspect BUNDLE: print the manifest summary and verify the folder, the manifest and the
-        model's sha256, then load the model with ONNX Runtime.
+    inspect BUNDLE: print the manifest summary and verify the folder, the manifest, the
+        model's sha256 and, with --trusted-key, the signature; then load the model with ONNX
+        Runtime.
     bench --bundle BUNDLE: time batch-1 inference on observations synthesised from the spec.
+    keygen: write a new Ed25519 key pair for signing bundles.
+    sign BUNDLE: sign a bundle's manifest with a private key.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from robota import __version__
-from robota.edge.bundle import load_bundle
+from robota.edge.bundle import load_bundle, verify_bundle
 from robota.edge.manifest import MANIFEST_FILE, Manifest, read_manifest
+from robota.edge.signing import generate_key_pair, sign_manifest
 from robota.edge.synthetic import synthesize_observations
 from robota.errors import RobotaError
 from robota.spec import build_policy_inputs
@@ -77,12 +81,30 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             pass  # load_bundle below reports the same fault as the verification result.
 
     try:
-        bundle = load_bundle(path)
+        bundle = load_bundle(path, trusted_keys=args.trusted_key)
     except RobotaError as error:
         print(f"verification: FAILED: {error}")
         return 1
-    signature = "signature file present, not checked" if bundle.signature_path else "unsigned"
+    if bundle.signed_by is not None:
+        signature = f"signature valid, key {bundle.signed_by[:16]}…"
+    elif bundle.signature_path is not None:
+        signature = "signature file present, not checked without --trusted-key"
+    else:
+        signature = "unsigned"
     print(f"verification: OK (sha256 matches, model loads on {bundle.provider}; {signature})")
+    return 0
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    key = generate_key_pair(args.private_key, args.public_key)
+    print(f"wrote private key {args.private_key} and public key {args.public_key} (id {key})")
+    return 0
+
+
+def _cmd_sign(args: argparse.Namespace) -> int:
+    verify_bundle(args.bundle)
+    path = sign_manifest(args.bundle, args.private_key)
+    print(f"wrote {path}")
     return 0
 
 
@@ -119,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("inspect", help="print a bundle's manifest and verify the bundle")
     p.add_argument("bundle", type=Path, help="bundle folder")
+    p.add_argument(
+        "--trusted-key",
+        type=Path,
+        action="append",
+        help="Ed25519 public key (PEM) the bundle must be signed with; repeat for several",
+    )
     p.set_defaults(handler=_cmd_inspect)
 
     p = commands.add_parser("bench", help="time batch-1 inference of a bundle")
@@ -128,6 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: ORT's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthesised observations")
     p.set_defaults(handler=_cmd_bench)
+
+    p = commands.add_parser("keygen", help="write a new Ed25519 key pair for signing bundles")
+    p.add_argument("--private-key", type=Path, required=True, help="private key file to create")
+    p.add_argument("--public-key", type=Path, required=True, help="public key file to create")
+    p.set_defaults(handler=_cmd_keygen)
+
+    p = commands.add_parser("sign", help="sign a bundle's manifest with a private key")
+    p.add_argument("bundle", type=Path, help="bundle folder")
+    p.add_argument("--private-key", type=Path, required=True, help="Ed25519 private key (PEM)")
+    p.set_defaults(handler=_cmd_sign)
     return parser
 
 

@@ -186,16 +186,35 @@ def read_manifest(path: Path) -> Manifest:
         BundleError: The file is missing, is not valid JSON, lacks a required key, has a value of
             the wrong type, has an unsupported `format_version` or disagrees with its own spec.
     """
+    return parse_manifest(read_manifest_bytes(path), path)
+
+
+def read_manifest_bytes(path: Path) -> bytes:
+    """Read a manifest file's bytes, raising `BundleError` if it is missing or unreadable."""
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"{path}: file not found; every bundle needs one: {_EXPORT_AGAIN}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return path.read_bytes()
+    except OSError as error:
+        raise BundleError(
+            f"{path}: read failed ({error.strerror}); check its permissions"
+        ) from None
+
+
+def parse_manifest(raw: bytes, path: Path) -> Manifest:
+    """Parse and validate manifest bytes; `path` names the file in error messages.
+
+    Raises:
+        BundleError: As `read_manifest`, except for a missing file.
+    """
+    try:
+        data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise BundleError(f"{path}: invalid JSON ({error}); {_EXPORT_AGAIN}") from None
     if not isinstance(data, dict):
         raise BundleError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return _ManifestParser(path).parse(data)
+    return _ManifestParser(Path(path)).parse(data)
 
 
 class _ManifestParser:

@@ -42,6 +42,7 @@ from robota.edge.manifest import (
     file_sha256,
     write_manifest,
 )
+from robota.edge.signing import load_private_key, sign_manifest
 from robota.edge.synthetic import synthesize_observations
 from robota.errors import BundleError, CheckpointError, DatasetError, MissingExtraError, ParityError
 from robota.spec import ACTION, TASK, Spec, build_policy_inputs, policy_input_names
@@ -81,6 +82,7 @@ def export_bundle(
     tolerance: float = 1e-4,
     opset: int = 17,
     overwrite: bool = False,
+    signing_key: Path | None = None,
 ) -> ExportResult:
     """Export a checkpoint folder to a bundle folder.
 
@@ -92,6 +94,8 @@ def export_bundle(
         tolerance: Max abs difference between torch and ONNX Runtime allowed, in action units.
         opset: ONNX opset of the exported graph.
         overwrite: Replace `output` if it already contains a bundle.
+        signing_key: Ed25519 private key (PEM file) to sign the manifest with; `None` leaves
+            the bundle unsigned.
 
     Raises:
         MissingExtraError: torch or onnx is not installed.
@@ -116,6 +120,7 @@ def export_bundle(
         tolerance=tolerance,
         opset=opset,
         overwrite=overwrite,
+        signing_key=signing_key,
         checkpoint_sha256=checkpoint_sha256(checkpoint),
         dataset_fingerprint=read_dataset_fingerprint(checkpoint),
     )
@@ -129,6 +134,7 @@ def export_policy(
     tolerance: float = 1e-4,
     opset: int = 17,
     overwrite: bool = False,
+    signing_key: Path | None = None,
     checkpoint_sha256: str | None = None,
     dataset_fingerprint: str | None = None,
 ) -> ExportResult:
@@ -138,11 +144,13 @@ def export_policy(
         policy: A torch policy with `.spec`, `.config.chunk_size`, `.config.n_action_steps`
             and `inference_module()`, whose forward takes raw inputs positionally in
             `policy_input_names(spec)` order and returns `(batch, chunk, action_dim)` actions.
+            Its parameters must be on the CPU; the export puts it in eval mode.
         output: Bundle folder to create.
         observations: Raw observations for the parity check; `None` synthesises them.
         tolerance: Max abs difference between torch and ONNX Runtime allowed.
         opset: ONNX opset of the exported graph.
         overwrite: Replace `output` if it already contains a bundle.
+        signing_key: Ed25519 private key (PEM file) to sign the manifest with.
         checkpoint_sha256: Hash of the source checkpoint, stored in the manifest.
         dataset_fingerprint: Fingerprint of the training dataset, stored in the manifest.
 
@@ -156,6 +164,10 @@ def export_policy(
     if not tolerance > 0:
         raise ValueError(f"tolerance must be positive, got {tolerance}")
     _check_output(output, overwrite)
+    trusted_keys = None
+    if signing_key is not None:
+        # Load the key before the export work, so a bad key path fails fast.
+        trusted_keys = [load_private_key(signing_key).public_key()]
     spec: Spec = policy.spec
     observations = _parity_observations(spec, observations)
     chunk_size = int(policy.config.chunk_size)
@@ -186,8 +198,10 @@ def export_policy(
             validation=Validation(max_error, len(observations), float(tolerance)),
         )
         write_manifest(manifest, staging)
+        if signing_key is not None:
+            sign_manifest(staging, signing_key)
         # Load through the edge runtime once, so a bundle that robota-edge rejects never lands.
-        load_bundle(staging, providers=["CPUExecutionProvider"])
+        load_bundle(staging, providers=["CPUExecutionProvider"], trusted_keys=trusted_keys)
         _publish(staging, output, overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

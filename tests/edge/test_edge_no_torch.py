@@ -34,6 +34,7 @@ SCRIPT = textwrap.dedent(
     from robota.edge import cli
     from robota.edge.policy import BundlePolicy
     from robota.edge.runtime import ControlLoop
+    from robota.edge.signing import verify_manifest_signature  # noqa: F401
     from robota.edge.synthetic import synthesize_observations
 
     bundle = sys.argv[1]
