@@ -51,6 +51,19 @@ def _import_onnxruntime():
     return onnxruntime
 
 
+def _session_errors(onnxruntime) -> tuple[type[BaseException], ...]:
+    """Exception types ONNX Runtime raises for a model it cannot load.
+
+    Its own types (Fail, InvalidGraph, InvalidProtobuf and others) derive from Exception
+    directly, not from RuntimeError, so they are listed by name.
+    """
+    state = onnxruntime.capi.onnxruntime_pybind11_state
+    names = ("Fail", "InvalidArgument", "InvalidProtobuf", "InvalidGraph", "NotImplemented")
+    names += ("RuntimeException", "EPFail", "NoModel", "NoSuchFile")
+    own = tuple(getattr(state, name) for name in names if hasattr(state, name))
+    return (*own, RuntimeError, ValueError)
+
+
 def verify_bundle(path: Path, *, trusted_keys: Sequence | None = None) -> Manifest:
     """Check a bundle folder, its manifest and its model's sha256, without loading the model.
 
@@ -176,7 +189,7 @@ def load_bundle(
     model_path = path / manifest.onnx.file
     try:
         session = onnxruntime.InferenceSession(model, options, providers=chosen)
-    except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph types.
+    except _session_errors(onnxruntime) as error:
         raise BundleError(
             f"{model_path}: ONNX Runtime failed to load the model ({error}); "
             "export the bundle again with `robota export`"

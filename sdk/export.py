@@ -168,10 +168,13 @@ def export_policy(
     if signing_key is not None:
         # Load the key before the export work, so a bad key path fails fast.
         trusted_keys = [load_private_key(signing_key).public_key()]
-    spec: Spec = policy.spec
-    observations = _parity_observations(spec, observations)
-    chunk_size = int(policy.config.chunk_size)
-    module = policy.inference_module().eval()
+    observations = _parity_observations(policy.spec, observations)
+    provenance = Provenance(
+        dataset_fingerprint=dataset_fingerprint,
+        checkpoint_sha256=checkpoint_sha256,
+        robota_version=__version__,
+        created_utc=created_utc,
+    )
 
     output.parent.mkdir(parents=True, exist_ok=True)
     # A hidden sibling on the same file system, so the final rename is atomic. mkdir honours the
@@ -179,25 +182,15 @@ def export_policy(
     staging = output.with_name(f".{output.name}.{uuid.uuid4().hex[:8]}.tmp")
     staging.mkdir()
     try:
-        model_path = staging / MODEL_FILE
-        actual_opset = _export_onnx(module, spec, observations, model_path, opset)
-        max_error = _check_parity(
-            module, spec, chunk_size, model_path, observations, tolerance=tolerance, output=output
+        manifest = _write_bundle(
+            policy,
+            staging,
+            observations,
+            provenance,
+            tolerance=tolerance,
+            opset=opset,
+            output=output,
         )
-        manifest = Manifest(
-            spec=spec,
-            chunk_size=chunk_size,
-            n_action_steps=int(policy.config.n_action_steps),
-            onnx=_onnx_info(spec, model_path, actual_opset, chunk_size),
-            provenance=Provenance(
-                dataset_fingerprint=dataset_fingerprint,
-                checkpoint_sha256=checkpoint_sha256,
-                robota_version=__version__,
-                created_utc=created_utc,
-            ),
-            validation=Validation(max_error, len(observations), float(tolerance)),
-        )
-        write_manifest(manifest, staging)
         if signing_key is not None:
             sign_manifest(staging, signing_key)
         # Load through the edge runtime once, so a bundle that robota-edge rejects never lands.
@@ -207,11 +200,45 @@ def export_policy(
         shutil.rmtree(staging, ignore_errors=True)
 
     export_s = time.perf_counter() - started
+    max_error = manifest.validation.parity_max_abs_error
     logger.info(
         "exported %s in %.1f s; parity max abs error %.2e over %d frames",
         output, export_s, max_error, len(observations),
     )
     return ExportResult(output, max_error, len(observations), manifest, export_s)
+
+
+def _write_bundle(
+    policy: Any,
+    staging: Path,
+    observations: Sequence[Mapping[str, Any]],
+    provenance: Provenance,
+    *,
+    tolerance: float,
+    opset: int,
+    output: Path,
+) -> Manifest:
+    """Export the model into `staging`, check parity, write the manifest and return it."""
+    spec: Spec = policy.spec
+    chunk_size = int(policy.config.chunk_size)
+    module = policy.inference_module().eval()
+    model_path = staging / MODEL_FILE
+
+    actual_opset = _export_onnx(module, spec, observations, model_path, opset)
+    max_error = _check_parity(
+        module, spec, chunk_size, model_path, observations, tolerance=tolerance, output=output
+    )
+
+    manifest = Manifest(
+        spec=spec,
+        chunk_size=chunk_size,
+        n_action_steps=int(policy.config.n_action_steps),
+        onnx=_onnx_info(spec, model_path, actual_opset, chunk_size),
+        provenance=provenance,
+        validation=Validation(max_error, len(observations), float(tolerance)),
+    )
+    write_manifest(manifest, staging)
+    return manifest
 
 
 def read_dataset_fingerprint(checkpoint: Path) -> str | None:
