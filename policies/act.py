@@ -12,15 +12,15 @@ https://arxiv.org/abs/2304.13705), sized to train from scratch on a CPU in minut
 Training minimises the L1 distance to the normalised demonstrated actions, ignoring the padded
 steps past an episode's end. The policy is deterministic.
 
-TODO: the conditional-VAE objective of the paper (a style latent from an action encoder, with a
-KL term) is not implemented; it would add one latent token to the encoder input in `_encode` and
-a `kl` entry to the loss dict of `forward`.
+TODO: the paper's conditional-VAE objective (a style latent from an action encoder, with a KL
+term) is not implemented, so where demonstrations disagree the policy predicts one compromise
+chunk. The objective would add one latent token to the encoder input in `_encode` and a `kl`
+entry to the loss dict of `forward`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,8 +31,6 @@ from robota.errors import SpecError
 from robota.policies.layers import DecoderLayer, EncoderLayer, ImageEncoder, InstructionEncoder
 from robota.policies.normalize import MODES, Normalizer
 from robota.spec import ACTION, TASK_TOKENS, Spec, policy_input_names
-
-logger = logging.getLogger(__name__)
 
 ACTION_IS_PAD = "action_is_pad"
 

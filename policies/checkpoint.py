@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -72,7 +72,7 @@ def _to_json(value: Any) -> Any:
 
 
 def _check_target(directory: Path) -> None:
-    """Reject a target folder that exists and holds anything but checkpoint files."""
+    """Raise CheckpointError if the target is a file or a folder that contains other files."""
     if directory.exists() and not directory.is_dir():
         raise CheckpointError(
             f"cannot save a checkpoint to {directory}: it is a file; choose a folder path"
@@ -81,7 +81,7 @@ def _check_target(directory: Path) -> None:
         others = sorted(p.name for p in directory.iterdir() if p.name not in CHECKPOINT_FILES)
         if others:
             raise CheckpointError(
-                f"cannot save a checkpoint to {directory}: the folder holds other files {others}; "
+                f"cannot save a checkpoint to {directory}: the folder contains other files {others}; "
                 "choose an empty or new folder"
             )
 
@@ -92,7 +92,7 @@ def save_checkpoint(
     """Write a policy's checkpoint folder, replacing an earlier checkpoint there.
 
     The files are written to a temporary sibling folder that is then renamed, so `directory`
-    never holds a half-written checkpoint.
+    never contains a half-written checkpoint.
 
     Args:
         directory: Folder to write; created if missing. An existing folder may hold only
@@ -117,9 +117,10 @@ def save_checkpoint(
     _check_target(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
 
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent)
-    )
+    # A hidden sibling on the same file system, so the rename is atomic. mkdir honours the umask,
+    # unlike tempfile.mkdtemp's 0700, so the checkpoint is as readable as any other new folder.
+    staging = _sibling(directory, "tmp")
+    staging.mkdir()
     try:
         _write_files(staging, policy, extra)
         _replace_folder(staging, directory)
@@ -156,10 +157,14 @@ def _replace_folder(staging: Path, directory: Path) -> None:
     if not directory.exists():
         os.replace(staging, directory)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".old", dir=directory.parent))
-    os.replace(directory, old / directory.name)
+    old = _sibling(directory, "old")
+    os.replace(directory, old)
     os.replace(staging, directory)
     shutil.rmtree(old)
+
+
+def _sibling(directory: Path, suffix: str) -> Path:
+    return directory.with_name(f".{directory.name}.{uuid.uuid4().hex[:8]}.{suffix}")
 
 
 def checkpoint_sha256(directory: str | Path) -> str:
@@ -211,9 +216,9 @@ def load_checkpoint(directory: str | Path) -> nn.Module:
     """Load a policy from a checkpoint folder, in eval mode on the CPU.
 
     Raises:
-        CheckpointError: The folder or a file is missing; `model.safetensors` is truncated,
-            corrupted or does not fit the policy; `stats.json` does not match the sha256 in
-            `config.json` or lacks a feature the policy uses. The message names the file.
+        CheckpointError: The folder or a file is missing. Or `model.safetensors` is truncated,
+            corrupted or does not fit the policy. Or `stats.json` does not match the sha256 in
+            `config.json`, or lacks a feature the policy uses. The message names the file.
     """
     directory = Path(directory)
     config = read_checkpoint_config(directory)

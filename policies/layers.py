@@ -1,9 +1,9 @@
 """Building blocks of the policies: a small image encoder, an instruction encoder and transformer
 layers.
 
-Everything here is written with plain tensor ops and `scaled_dot_product_attention` so that it
-traces into ONNX with a dynamic batch; `nn.TransformerEncoderLayer` has an inference fast path
-that the exporters do not all handle.
+Everything here is written with plain tensor ops and `scaled_dot_product_attention`, so it traces
+into ONNX with a dynamic batch. `nn.TransformerEncoderLayer` is avoided because in eval mode it
+can switch to a fused fast-path op, and plain ops keep the exported graph the same as in training.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ class InstructionEncoder(nn.Module):
     """Pool an instruction's UTF-8 byte tokens into a few tokens by attention.
 
     Learned queries attend over the byte embeddings (with their positions), ignoring padding, so
-    the transformer sees a fixed number of instruction tokens whatever the instruction's length.
+    the transformer gets a fixed number of instruction tokens whatever the instruction's length.
 
     Args:
         dim: Token width.
