@@ -91,7 +91,7 @@ def check_image_size(image_size: tuple[int, int]) -> tuple[int, int]:
 
 
 class PickPlaceEnv(gymnasium.Env):
-    """{summary}"""
+    """Pick-and-place environment. `_manual()` replaces this line with the generated manual."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
 
@@ -214,7 +214,7 @@ class PickPlaceEnv(gymnasium.Env):
         """Return the overhead camera's image `(height, width, 3)` in `rgb_array` mode."""
         if self.render_mode != "rgb_array":
             return None
-        return self._render_camera("overhead")
+        return self._render_camera("overhead", always=True)
 
     def close(self) -> None:
         """Free the renderer, if one was created."""
@@ -257,9 +257,9 @@ class PickPlaceEnv(gymnasium.Env):
         observation[TASK] = self.instruction
         return observation
 
-    def _render_camera(self, camera: str) -> np.ndarray:
+    def _render_camera(self, camera: str, *, always: bool = False) -> np.ndarray:
         height, width = self.image_size
-        if not self.render_images:
+        if not (self.render_images or always):
             return np.zeros((height, width, 3), dtype=np.uint8)
         if self._renderer is None:
             self._renderer = mujoco.Renderer(self.model, height, width)
@@ -307,8 +307,8 @@ _MANUAL = """Pick a part off the table and drop it into an open bin (`robota/Pic
 
 A UR5e-class arm (Universal Robots' DH kinematics, base frame = world frame, table top at
 z = 0) with a parallel-jaw gripper, a wrist force/torque sensor, a wrist camera and an overhead
-camera. A 4 cm box of 0.1 kg appears at x in {x} m, y in {y} m and yaw in [-pi/4, pi/4]; the
-bin's inner footprint is 0.20 m x 0.20 m around (0.35, 0.32) m.
+camera. A 4 cm box of 0.1 kg appears at x in [{x[0]}, {x[1]}] m, y in [{y[0]}, {y[1]}] m and
+yaw in [-pi/4, pi/4]. The bin's inner footprint is 0.20 m x 0.20 m around (0.35, 0.32) m.
 
 ## Observation space
 
@@ -343,7 +343,8 @@ finger touching it. `terminated` is True on success; `truncated` is True once
 ## Arguments
 
 - `image_size`: `(height, width)` of both cameras, default (96, 96).
-- `render_images`: False returns all-zero images and skips rendering, for fast physics-only use.
+- `render_images`: False returns all-zero images in observations and skips rendering them, for
+  fast physics-only use. `render()` still renders.
 - `max_episode_steps`: steps before truncation.
 - `render_mode`: `"rgb_array"` makes `render()` return the overhead image.
 
