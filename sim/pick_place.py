@@ -143,8 +143,12 @@ class PickPlaceEnv(gymnasium.Env):
 
         Args:
             seed: Seed of the episode's random draws.
-            options: `{"language": "en" | "de"}` restricts the instruction to one language;
-                without it the instruction is drawn from all languages.
+            options: `{"language": "en" | "de"}` restricts the instruction to one language.
+                Without it the instruction is drawn from all languages.
+
+        Returns:
+            The first observation, and an info dict whose `randomization` entry records the
+            part pose and arm joint offsets drawn for this episode.
         """
         super().reset(seed=seed)
         options = dict(options or {})
@@ -166,7 +170,15 @@ class PickPlaceEnv(gymnasium.Env):
         joint_offsets = self.np_random.uniform(-HOME_JOINT_NOISE_RAD, HOME_JOINT_NOISE_RAD, 6)
         self._place_robot_and_part(cell.HOME_QPOS_RAD + joint_offsets, part_x, part_y, part_yaw)
         self._elapsed_steps = 0
-        return self._observation(), self._info()
+
+        info = self._info()
+        info["randomization"] = {
+            "part_x_m": float(part_x),
+            "part_y_m": float(part_y),
+            "part_yaw_rad": float(part_yaw),
+            "arm_joint_offsets_rad": joint_offsets.tolist(),
+        }
+        return self._observation(), info
 
     def step(
         self, action: np.ndarray

@@ -150,6 +150,18 @@ def test_instruction_language_option(physics_env):
     assert seen & set(INSTRUCTIONS["de"])
 
 
+def test_reset_info_records_draws(physics_env):
+    observation, info = physics_env.reset(seed=4)
+    draws = info["randomization"]
+    assert 0.35 <= draws["part_x_m"] <= 0.55
+    assert -0.25 <= draws["part_y_m"] <= -0.05
+    assert abs(draws["part_yaw_rad"]) <= np.pi / 4
+    assert len(draws["arm_joint_offsets_rad"]) == 6
+    reported = observation["observation.part_pose"]
+    assert abs(reported[0] - draws["part_x_m"]) < 0.01
+    assert abs(reported[1] - draws["part_y_m"]) < 0.01
+
+
 def test_unknown_language_rejected(physics_env):
     with pytest.raises(UnknownNameError, match="Valid names: de, en"):
         physics_env.reset(seed=0, options={"language": "fr"})
