@@ -92,7 +92,7 @@ def _config(tmp_path: Path, **changes: Any) -> TrainConfig:
 
 
 def _train(config: TrainConfig, reports: list | None = None) -> Path:
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # Tiny model; see tests/policies/conftest.py.
     progress = None if reports is None else (lambda step, metrics: reports.append((step, metrics)))
     return train(config, progress=progress, dataset_factory=lambda _: InMemoryChunkDataset())
 
