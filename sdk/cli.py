@@ -102,7 +102,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
         observations = parity_observations_from_dataset(args.dataset, args.parity_frames)
     output = args.output or Path(str(args.checkpoint).rstrip("/") + "-bundle")
     result = export_bundle(
-        args.checkpoint, output, observations=observations, tolerance=args.tolerance
+        args.checkpoint,
+        output,
+        observations=observations,
+        tolerance=args.tolerance,
+        overwrite=args.overwrite,
+        signing_key=args.sign,
     )
     print(
         f"wrote bundle {result.bundle}; parity max abs error {result.parity_max_abs_error:.2e} "
@@ -191,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", type=Path, help="dataset whose frames the parity check uses")
     p.add_argument("--parity-frames", type=int, default=64, help="frames for the parity check")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max abs parity error allowed")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
+    p.add_argument(
+        "--sign", type=Path, metavar="KEY", help="Ed25519 private key (PEM) to sign the manifest"
+    )
     p.set_defaults(handler=_cmd_export)
 
     p = commands.add_parser("demo", help="run the main job end to end on the built-in twin")

@@ -331,7 +331,7 @@ def _check_output(output: Path, overwrite: bool) -> None:
     if not overwrite:
         raise BundleError(
             f"{output}: already exists; choose another output folder, or remove it or pass "
-            "overwrite=True to replace the bundle"
+            "overwrite=True (robota export --overwrite) to replace the bundle"
         )
     if not (output.is_dir() and (output / MANIFEST_FILE).is_file()):
         raise BundleError(
