@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 CONTROL_HZ = 10
 PHYSICS_TIMESTEP_S = 0.002
 DEFAULT_MAX_EPISODE_STEPS = 120
+# Gripper commands at or above this close the gripper; lower ones open it.
+GRIPPER_CLOSE_THRESHOLD = 0.5
 
 # Randomisation, drawn from the episode's seed in this order: instruction, part x, part y, part
 # yaw, arm joint offsets. The box is symmetric under quarter turns, so +-pi/4 covers every yaw.
@@ -194,8 +196,11 @@ class PickPlaceEnv(gymnasium.Env):
         start = self._arm_target_rad
         target = np.clip(action[:6], self.index.arm_lower_rad, self.index.arm_upper_rad)
         target = np.clip(target, start - self.max_target_step_rad, start + self.max_target_step_rad)
-        gripper_command = float(np.clip(action[6], 0.0, 1.0))
-        self.data.ctrl[self.index.gripper_actuator] = cell.GRIPPER_OPEN_M * (1.0 - gripper_command)
+        # The gripper is open or closed, as in most industrial pick-and-place. A learned policy's
+        # small gripper outputs then leave the fingers open instead of half-closing them, which
+        # would show it an opening its demonstrations never had.
+        closed = float(action[6]) >= GRIPPER_CLOSE_THRESHOLD
+        self.data.ctrl[self.index.gripper_actuator] = 0.0 if closed else cell.GRIPPER_OPEN_M
 
         # Ramp the joint targets across the control period, as a trajectory controller
         # interpolates between waypoints, so the arm moves smoothly instead of jumping.
@@ -337,8 +342,9 @@ German. The part pose carries Gaussian noise of {noise_mm:.1f} mm and 1 degree p
 {action_table}
 
 Targets are clipped to the joint limits and to the velocity limit per control period (pi rad/s
-times 0.1 s from the previous target), then ramped linearly across the period. The gripper
-command maps 0 to fully open (0.085 m) and 1 to closed; the grip force is limited to 40 N.
+times 0.1 s from the previous target), then ramped linearly across the period. A gripper
+command of 0.5 or more closes the gripper (grip force limited to 40 N), and a lower one opens
+it fully (0.085 m).
 
 ## Rates
 

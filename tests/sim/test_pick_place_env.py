@@ -199,6 +199,15 @@ def test_target_step_limited_by_velocity(physics_env):
     np.testing.assert_allclose(step_rad, np.pi / 10, atol=1e-6)
 
 
+@pytest.mark.parametrize(("command", "expected_opening_m"), [(0.3, 0.085), (0.7, 0.0)])
+def test_gripper_command_is_binary(physics_env, command, expected_opening_m):
+    observation, _ = physics_env.reset(seed=0)
+    for _ in range(5):
+        action = np.r_[observation[OBS_STATE][:6], command].astype(np.float32)
+        observation, *_ = physics_env.step(action)
+    assert observation[OBS_STATE][6] == pytest.approx(expected_opening_m, abs=0.002)
+
+
 def test_arm_holds_pose_without_sag(physics_env):
     observation, _ = physics_env.reset(seed=0)
     target = observation[OBS_STATE][:6].copy()
