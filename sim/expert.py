@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from robota.errors import UnknownNameError
 from robota.sim import cell
 from robota.sim.ik import SiteIK, top_down_rotation
 from robota.spec import OBS_PART_POSE, OBS_STATE
@@ -170,3 +171,18 @@ def _step_towards(start: np.ndarray, goal: np.ndarray, max_step: float) -> np.nd
 def _wrap(angle_rad: float) -> float:
     """Wrap an angle into [-pi, pi)."""
     return float((angle_rad + np.pi) % (2 * np.pi) - np.pi)
+
+
+# Task name -> scripted expert class; every task in `robota.sim.TASKS` has one.
+EXPERTS: dict[str, type[PickPlaceExpert]] = {"pick-place": PickPlaceExpert}
+
+
+def make_expert(task: str, env: Any) -> PickPlaceExpert:
+    """Create the scripted expert of a task for an environment made by `make_env(task)`.
+
+    Raises:
+        UnknownNameError: `task` has no scripted expert; the message suggests the nearest name.
+    """
+    if task not in EXPERTS:
+        raise UnknownNameError("task", task, EXPERTS)
+    return EXPERTS[task](env)

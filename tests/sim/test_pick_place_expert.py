@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import robota.sim
-from robota.sim.expert import Phase, PickPlaceExpert
+from robota.errors import UnknownNameError
+from robota.sim.expert import Phase, PickPlaceExpert, make_expert
 from robota.sim.rollout import EpisodeResult, run_episode
 from robota.spec import ACTION
 
@@ -45,6 +46,16 @@ def test_expert_episode_passes_all_phases(env):
     assert not result.truncated
     assert set(phases) == set(Phase)
     assert phases == sorted(phases)
+
+
+def test_make_expert_covers_every_task(env):
+    for task in robota.sim.TASKS:
+        assert callable(make_expert(task, env))
+
+
+def test_make_expert_suggests_nearest_task(env):
+    with pytest.raises(UnknownNameError, match="Did you mean 'pick-place'"):
+        make_expert("pick-plaice", env)
 
 
 def test_expert_action_fits_action_space(env):
