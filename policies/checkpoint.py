@@ -71,8 +71,13 @@ def _to_json(value: Any) -> Any:
     return value
 
 
-def _check_target(directory: Path) -> None:
-    """Raise CheckpointError if the target is a file or a folder that contains other files."""
+def check_save_target(directory: str | Path) -> None:
+    """Raise CheckpointError unless `save_checkpoint` may write to `directory`.
+
+    It may write to a missing folder, an empty one or an earlier checkpoint, but not to a file or
+    a folder that contains other files. Training calls this before its first step.
+    """
+    directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise CheckpointError(
             f"cannot save a checkpoint to {directory}: it is a file; choose a folder path"
@@ -81,8 +86,8 @@ def _check_target(directory: Path) -> None:
         others = sorted(p.name for p in directory.iterdir() if p.name not in CHECKPOINT_FILES)
         if others:
             raise CheckpointError(
-                f"cannot save a checkpoint to {directory}: the folder contains other files {others}; "
-                "choose an empty or new folder"
+                f"cannot save a checkpoint to {directory}: the folder contains other files "
+                f"{others}; choose an empty or new folder"
             )
 
 
@@ -114,7 +119,7 @@ def save_checkpoint(
         raise CheckpointError(
             f"extra checkpoint entries {clashes} clash with the keys of {CONFIG_FILE}; rename them"
         )
-    _check_target(directory)
+    check_save_target(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
 
     # A hidden sibling on the same file system, so the rename is atomic. mkdir honours the umask,

@@ -102,12 +102,12 @@ class TrainConfig:
         if "chunk_size" in self.policy_overrides:
             raise SpecError(
                 "set the chunk size with TrainConfig.chunk_size, not "
-                "policy_overrides['chunk_size'], "
-                "because the dataset needs it too"
+                "policy_overrides['chunk_size'], because the dataset needs it too"
             )
         from robota.policies.registry import make_config  # Imports torch; validates the overrides.
 
         make_config(self.policy, chunk_size=self.chunk_size, **self.policy_overrides)
+        _check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as JSON-ready values."""
@@ -115,6 +115,17 @@ class TrainConfig:
         data["dataset"] = str(self.dataset)
         data["output"] = str(self.output)
         return data
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise SpecError(f"train config device {device!r} is invalid; use cpu or cuda") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise SpecError(f"train config device {device!r} requested CUDA, which is not available")
 
 
 def train(
@@ -137,9 +148,16 @@ def train(
 
     Returns:
         The checkpoint folder, `config.output`.
+
+    Raises:
+        CheckpointError: `config.output` is a file or a folder with other files; checked before
+            the first step, so no training run is lost to it.
     """
     import torch
 
+    from robota.policies.checkpoint import check_save_target, save_checkpoint
+
+    check_save_target(config.output)
     _seed_everything(config.seed)
     dataset = (dataset_factory or _build_chunk_dataset)(config)
     policy = _build_policy(config, dataset).to(torch.device(config.device))
@@ -163,8 +181,6 @@ def train(
         "dataset_fingerprint": _dataset_fingerprint(dataset, resolved.dataset),
         "train_config": resolved.to_dict(),
     }
-    from robota.policies.checkpoint import save_checkpoint
-
     return save_checkpoint(resolved.output, policy.cpu().eval(), extra=extra)
 
 
@@ -316,7 +332,8 @@ def _dataset_fingerprint(dataset: Any, root: Path) -> str | None:
         from robota.datasets import fingerprint
     except ImportError:
         logger.warning(
-            "robota.datasets.fingerprint is not available, so the checkpoint records no dataset fingerprint"
+            "robota.datasets.fingerprint is not available, so the checkpoint records no "
+            "dataset fingerprint"
         )
         return None
     if not root.is_dir():

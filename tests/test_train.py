@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from robota.errors import SpecError, UnknownNameError
+from robota.errors import CheckpointError, SpecError, UnknownNameError
 from robota.policies import checkpoint_sha256, load_checkpoint
 from robota.spec import ACTION, UR5E, Spec, encode_instruction, make_arm_spec
 from robota.train import TrainConfig, train
@@ -154,6 +154,21 @@ def test_lr_defaults_to_policy_hint(tmp_path):
 def test_config_rejects_invalid(tmp_path, changes, message):
     with pytest.raises(SpecError, match=message):
         _config(tmp_path, **changes)
+
+
+def test_config_rejects_unknown_device(tmp_path):
+    with pytest.raises(SpecError, match="device 'gpu0' is invalid"):
+        _config(tmp_path, device="gpu0")
+
+
+def test_occupied_output_fails_before_training(tmp_path):
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "notes.txt").write_text("keep me")
+    reports: list = []
+
+    with pytest.raises(CheckpointError, match="notes.txt"):
+        _train(_config(tmp_path), reports)
+    assert reports == []
 
 
 def test_config_rejects_unknown_override(tmp_path):

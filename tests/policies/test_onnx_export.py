@@ -7,9 +7,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from policy_helpers import make_batch
 
 from robota.spec import policy_input_names
+
+from policy_helpers import make_batch
 
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
