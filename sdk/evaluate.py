@@ -19,7 +19,7 @@ from typing import Any
 
 import robota
 from robota.console import ProgressReporter
-from robota.errors import RobotaError, SpecError
+from robota.errors import RobotaError, SpecError, check_choice
 from robota.spec import Spec
 from robota.stats import wilson_interval
 
@@ -120,6 +120,9 @@ def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> di
     With `config.workers` above 1, seeds are spread over spawned worker processes, each with its
     own twin, renderer and policy; rows come back in seed order either way.
     """
+    from robota.sim import TASKS
+
+    check_choice("task", config.task, TASKS)
     kind = policy_kind(config.policy)
     seeds = [config.seed_start + k for k in range(config.episodes)]
     rows: list[dict[str, Any]] = []
