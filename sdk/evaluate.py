@@ -86,7 +86,7 @@ def image_size_of(spec: Spec) -> tuple[int, int]:
 
 @dataclasses.dataclass
 class EvalConfig:
-    """What `robota eval` does.
+    """Settings of one `robota eval` run.
 
     Attributes:
         policy: Checkpoint or bundle folder.
@@ -115,10 +115,10 @@ class EvalConfig:
 
 
 def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> dict[str, Any]:
-    """Run the policy for `config.episodes` seeds and return (and optionally write) the report.
+    """Run the policy on `config.episodes` seeds, then return the report and write it if asked.
 
-    With `config.workers` above 1, seeds are spread over spawned worker processes, each with its
-    own twin, renderer and policy; rows come back in seed order either way.
+    With `config.workers` above 1, spawned worker processes share the seeds, and each has its
+    own twin, renderer and policy. Rows come back in seed order either way.
     """
     from robota.sim import TASKS
 

@@ -19,7 +19,7 @@ RECORD_SEED_START = 0
 
 @dataclasses.dataclass
 class RecordConfig:
-    """What `robota record` does.
+    """Settings of one `robota record` run.
 
     Attributes:
         output: Dataset folder to create; it must not exist yet.
