@@ -8,12 +8,15 @@ loader lives in `robota.datasets.torch_loader`, the only module here that import
 from robota.datasets.layout import CODEBASE_VERSION
 from robota.datasets.reader import DatasetReader, open_dataset
 from robota.datasets.summary import fingerprint, format_summary, summarise
+from robota.datasets.v21 import V21DatasetReader, convert_v21_to_v30
 from robota.datasets.writer import DatasetWriter
 
 __all__ = [
     "CODEBASE_VERSION",
     "DatasetReader",
     "DatasetWriter",
+    "V21DatasetReader",
+    "convert_v21_to_v30",
     "fingerprint",
     "format_summary",
     "open_dataset",

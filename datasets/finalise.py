@@ -9,6 +9,7 @@ meta/, and info.json is written last, so its presence marks a complete dataset.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,12 @@ from robota.datasets.layout import (
     column_to_numpy,
     fsync_file,
     tasks_table,
+    temporary_path,
     write_json_atomic,
     write_parquet,
 )
 from robota.datasets.stats import combine_histograms, histogram_stats, to_json, vector_stats
-from robota.datasets.video import concatenate_videos, video_info
+from robota.datasets.video import codec_parameters, concatenate_videos, video_info
 from robota.spec import Spec
 
 Record = dict[str, Any]
@@ -55,14 +57,15 @@ def build_dataset(
     folders = [staging / "episodes" / f"episode_{e['episode_index']:06d}" for e in episodes]
     rows: list[Record] = [_episode_row(e) for e in episodes]
 
-    data_columns = _write_data_files(root, folders, rows, settings)
+    data_columns = write_data_files(root, [f / "data.parquet" for f in folders], rows, settings)
     video_features: dict[str, Any] = {}
     for key in spec.image_keys:
-        video_features[key] = _write_video_files(root, key, spec.fps, folders, rows, settings)
+        sources = [folder / f"{key}.mp4" for folder in folders]
+        video_features[key] = write_video_files(root, key, spec.fps, sources, rows, settings)
 
     tasks = list(dict.fromkeys(t for e in episodes for t in e["tasks"]))
     write_parquet(root / TASKS_PATH, tasks_table(tasks))
-    _write_episode_table(root, episodes, rows)
+    write_episode_table(root, rows, [e["stats"] for e in episodes], [e["metadata"] for e in episodes])
     stats = _global_stats(spec, episodes, data_columns)
     write_json_atomic(root / STATS_PATH, to_json(stats))
     info = _info(spec, settings, episodes, tasks, video_features)
@@ -73,22 +76,29 @@ def _episode_row(record: Record) -> Record:
     return {"episode_index": record["episode_index"], "tasks": record["tasks"], "length": record["length"]}
 
 
-def _plan_files(sizes: Sequence[int], limit_mb: int) -> list[int]:
-    """Assign each episode a file number, starting a new file once one passes `limit_mb`."""
+def _plan_files(sizes: Sequence[int], limit_mb: int, breaks: Sequence[bool] | None = None) -> list[int]:
+    """Assign each episode a file number, starting a new file once one passes `limit_mb`.
+
+    `breaks[i]` True also starts a new file at episode i.
+    """
     numbers, current, used = [], 0, 0
-    for size in sizes:
-        if used > 0 and used + size > limit_mb * 1024**2:
+    for position, size in enumerate(sizes):
+        forced = breaks is not None and breaks[position]
+        if used > 0 and (forced or used + size > limit_mb * 1024**2):
             current, used = current + 1, 0
         numbers.append(current)
         used += size
     return numbers
 
 
-def _write_data_files(
-    root: Path, folders: Sequence[Path], rows: list[Record], settings: Mapping[str, Any]
+def write_data_files(
+    root: Path, sources: Sequence[Path], rows: list[Record], settings: Mapping[str, Any]
 ) -> dict[str, np.ndarray]:
-    """Write the frame rows, fill the episodes' data columns and return every column joined."""
-    sources = [folder / "data.parquet" for folder in folders]
+    """Join per-episode frame-row files into data files, one row group per episode.
+
+    Fills each episode row's data columns and returns every column joined over all frames. Each
+    data file is written under a temporary name and renamed once its footer is written.
+    """
     numbers = _plan_files([s.stat().st_size for s in sources], settings["data_files_size_in_mb"])
     columns: dict[str, list[np.ndarray]] = {}
     writer: pq.ParquetWriter | None = None
@@ -96,16 +106,14 @@ def _write_data_files(
     from_index = 0
     for position, (source, number) in enumerate(zip(sources, numbers)):
         table = pq.read_table(source)
+        chunk, file = chunk_and_file(number, settings["chunks_size"])
         if writer is None or number != numbers[position - 1]:
             if writer is not None:
-                writer.close()
-                fsync_file(path)
-            chunk, file = chunk_and_file(number, settings["chunks_size"])
+                _close_data_file(writer, path)
             path = root / DATA_PATH.format(chunk_index=chunk, file_index=file)
             path.parent.mkdir(parents=True, exist_ok=True)
-            writer = pq.ParquetWriter(path, _with_hf_metadata(table.schema))
+            writer = pq.ParquetWriter(temporary_path(path), _with_hf_metadata(table.schema))
         writer.write_table(table)  # one row group per episode
-        chunk, file = chunk_and_file(number, settings["chunks_size"])
         rows[position].update({
             "data/chunk_index": chunk,
             "data/file_index": file,
@@ -115,9 +123,15 @@ def _write_data_files(
         from_index += table.num_rows
         for name in table.column_names:
             columns.setdefault(name, []).append(column_to_numpy(table[name]))
-    writer.close()
-    fsync_file(path)
+    _close_data_file(writer, path)
     return {name: np.concatenate(parts) for name, parts in columns.items()}
+
+
+def _close_data_file(writer: pq.ParquetWriter, path: Path) -> None:
+    writer.close()
+    temporary = temporary_path(path)
+    fsync_file(temporary)
+    os.replace(temporary, path)
 
 
 def _with_hf_metadata(schema: pa.Schema) -> pa.Schema:
@@ -137,21 +151,30 @@ def _hf_dtype(arrow_type: pa.DataType) -> str:
     return {"float": "float32", "double": "float64"}.get(str(arrow_type), str(arrow_type))
 
 
-def _write_video_files(
-    root: Path, key: str, fps: int, folders: Sequence[Path], rows: list[Record],
+def write_video_files(
+    root: Path, key: str, fps: int, sources: Sequence[Path], rows: list[Record],
     settings: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Concatenate one camera's episode videos into files; return the stream's info."""
-    sources = [folder / f"{key}.mp4" for folder in folders]
-    numbers = _plan_files([s.stat().st_size for s in sources], settings["video_files_size_in_mb"])
+    """Concatenate one camera's episode videos into files; return the stream's info.
+
+    Episodes whose codec parameters differ from the previous episode's start a new file, because
+    one mp4 stream has one set of codec parameters and packets are copied without re-encoding.
+    """
+    extradata = [codec_parameters(source) for source in sources]
+    breaks = [i > 0 and extradata[i] != extradata[i - 1] for i in range(len(sources))]
+    numbers = _plan_files(
+        [s.stat().st_size for s in sources], settings["video_files_size_in_mb"], breaks
+    )
     outputs: list[Path] = []
     for number in sorted(set(numbers)):
         members = [i for i, n in enumerate(numbers) if n == number]
         chunk, file = chunk_and_file(number, settings["chunks_size"])
         output = root / VIDEO_PATH.format(video_key=key, chunk_index=chunk, file_index=file)
         lengths = [rows[i]["length"] for i in members]
-        concatenate_videos([sources[i] for i in members], lengths, fps, output)
-        fsync_file(output)
+        temporary = temporary_path(output)
+        concatenate_videos([sources[i] for i in members], lengths, fps, temporary)
+        fsync_file(temporary)
+        os.replace(temporary, output)
         outputs.append(output)
         frames_before = 0
         for i, length in zip(members, lengths):
@@ -165,17 +188,20 @@ def _write_video_files(
     return video_info(outputs[0])
 
 
-def _write_episode_table(root: Path, episodes: Sequence[Record], rows: list[Record]) -> None:
+def write_episode_table(
+    root: Path, rows: list[Record], stats: Sequence[Mapping[str, Any]],
+    metadata: Sequence[Mapping[str, Any]],
+) -> None:
     """Write meta/episodes: LeRobot's columns, flattened per-episode stats, then user metadata."""
-    metadata_keys = list(dict.fromkeys(k for e in episodes for k in e["metadata"]))
-    for row, record in zip(rows, episodes):
-        for key, feature_stats in record["stats"].items():
+    metadata_keys = list(dict.fromkeys(k for m in metadata for k in m))
+    for row, episode_stats, episode_metadata in zip(rows, stats, metadata):
+        for key, feature_stats in episode_stats.items():
             for name, value in feature_stats.items():
                 row[f"stats/{key}/{name}"] = value
         row["meta/episodes/chunk_index"] = 0
         row["meta/episodes/file_index"] = 0
         for key in metadata_keys:
-            row[key] = record["metadata"].get(key)
+            row[key] = episode_metadata.get(key)
     table = pa.Table.from_pylist(rows)
     write_parquet(root / EPISODES_PATH.format(chunk_index=0, file_index=0), table)
 

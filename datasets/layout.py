@@ -24,7 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 CODEBASE_VERSION = "v3.0"
-SUPPORTED_VERSIONS = ("v3.0",)
+V21_VERSION = "v2.1"
+SUPPORTED_VERSIONS = (CODEBASE_VERSION, V21_VERSION)
 
 INFO_PATH = "meta/info.json"
 STATS_PATH = "meta/stats.json"
@@ -95,11 +96,25 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_bytes_atomic(path, (json.dumps(data, indent=4) + "\n").encode())
 
 
+def temporary_path(path: Path) -> Path:
+    """Return a hidden sibling name for writing `path` before renaming it into place."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
 def write_parquet(path: Path, table: pa.Table, *, row_group_size: int | None = None) -> None:
-    """Write a parquet file and flush it to disk."""
+    """Write a parquet file through a temporary file and a rename, flushed to disk.
+
+    A crash while writing leaves a hidden temporary file, never a parquet file without its footer.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path, row_group_size=row_group_size)
-    fsync_file(path)
+    temporary = temporary_path(path)
+    try:
+        pq.write_table(table, temporary, row_group_size=row_group_size)
+        fsync_file(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def tasks_table(tasks: list[str]) -> pa.Table:

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from robota.datasets.layout import (
+    CODEBASE_VERSION,
     EPISODES_DIR,
     FRAME_INDEX_COLUMNS,
     INFO_PATH,
@@ -27,10 +28,12 @@ from robota.datasets.layout import (
     SUPPORTED_VERSIONS,
     TASKS_PATH,
     TIMESTAMP_TOLERANCE_S,
+    V21_VERSION,
     column_to_numpy,
     read_task_strings,
 )
 from robota.datasets.stats import from_json
+from robota.datasets.staging import SETTINGS_FILE, STAGING_DIR
 from robota.datasets.video import decode_at_timestamps, decode_image_bytes
 from robota.errors import DatasetError, SpecError
 from robota.spec import ACTION, Spec
@@ -43,42 +46,81 @@ _OPEN_DATA_FILES = 2
 
 
 def open_dataset(root: str | Path) -> DatasetReader:
-    """Open a LeRobot v3.0 dataset folder for reading.
+    """Open a LeRobot v3.0 or v2.1 dataset folder for reading.
+
+    A folder that holds an interrupted robota recording (a `.recording/` staging folder and no
+    meta/info.json) is finalised first: its saved episodes become the dataset, and the episode
+    that was being recorded is dropped with a logged warning that gives its frame count.
 
     Raises:
-        DatasetError: The folder or its meta/info.json is missing, or its format version is
-            not supported.
+        DatasetError: The folder or its meta/info.json is missing, its format version is not
+            supported, or its files are unreadable.
     """
-    return DatasetReader(root)
+    root = Path(root)
+    if not (root / INFO_PATH).exists() and (root / STAGING_DIR / SETTINGS_FILE).exists():
+        from robota.datasets.staging import recover_recording
+
+        recover_recording(root)
+    info = _load_info(root)
+    if info["codebase_version"] == V21_VERSION:
+        from robota.datasets.v21 import V21DatasetReader
+
+        return V21DatasetReader(root, info=info)
+    return DatasetReader(root, info=info)
 
 
 class DatasetReader:
-    """Read-only access to the episodes, metadata and statistics of a dataset folder.
+    """Read-only access to the episodes, metadata and statistics of a LeRobot v3.0 dataset.
 
-    Nothing is written to the folder, so it may be read-only.
+    Nothing is written to the folder, so it may be read-only. `open_dataset` also opens v2.1
+    datasets, through the subclass `robota.datasets.v21.V21DatasetReader`.
 
     Args:
         root: Dataset folder holding `meta/info.json`.
+        info: The parsed meta/info.json, if already read.
     """
 
-    def __init__(self, root: str | Path):
+    expected_version = CODEBASE_VERSION
+
+    def __init__(self, root: str | Path, *, info: dict[str, Any] | None = None):
         self.root = Path(root)
-        self.info = _load_info(self.root)
+        self.info = _load_info(self.root) if info is None else info
+        if self.info["codebase_version"] != self.expected_version:
+            raise DatasetError(
+                f"{self.root / INFO_PATH} has codebase_version {self.info['codebase_version']!r} "
+                f"but {type(self).__name__} reads {self.expected_version}; open the folder with "
+                "robota.datasets.open_dataset, which picks the reader for its version"
+            )
         self.spec = self._load_spec()
-        self.tasks = self._read(TASKS_PATH, read_task_strings)
+        self.tasks = self._read_tasks()
         self._episodes = self._read_episode_table()
-        stats_path = self.root / STATS_PATH
-        self.stats = from_json(json.loads(stats_path.read_text())) if stats_path.exists() else {}
-        self._data_tables: dict[tuple[int, int], pa.Table] = {}
+        self.stats = self._load_stats()
+        self._data_tables: dict[str, pa.Table] = {}
 
     def _read(self, relative: str, load: Any) -> Any:
         path = self.root / relative
         if not path.exists():
-            raise DatasetError(f"{path} is missing; the dataset folder {self.root} is incomplete")
+            raise DatasetError(
+                f"{path} is missing; the dataset folder {self.root} is incomplete. Copy the file "
+                "again from the dataset's source"
+            )
         try:
             return load(path)
         except (OSError, ValueError, pa.ArrowException) as error:
-            raise DatasetError(f"cannot read {path}: {error}") from None
+            raise DatasetError(
+                f"cannot read {path}: {error}. The file is damaged or truncated: copy it again "
+                f"from the dataset's source, and run `robota dataset validate {self.root}` to "
+                "find other damaged files"
+            ) from None
+
+    def _read_tasks(self) -> list[str]:
+        return self._read(TASKS_PATH, read_task_strings)
+
+    def _load_stats(self) -> dict[str, dict[str, np.ndarray]]:
+        path = self.root / STATS_PATH
+        if not path.exists():
+            return {}
+        return from_json(self._read(STATS_PATH, lambda p: json.loads(p.read_text())))
 
     def _load_spec(self) -> Spec | None:
         saved = self.info.get("robota", {}).get("spec")
@@ -186,22 +228,44 @@ class DatasetReader:
         """
         return dict(self._check_episode(index))
 
+    def data_file(self, index: int) -> str:
+        """Return the path of the data file holding an episode's frame rows, relative to root."""
+        row = self._check_episode(index)
+        return self.info["data_path"].format(
+            chunk_index=int(row["data/chunk_index"]), file_index=int(row["data/file_index"])
+        )
+
+    def video_file(self, index: int, key: str) -> tuple[str, float]:
+        """Locate an episode's frames of one camera.
+
+        Returns:
+            The video file's path relative to root, and the time in seconds at which the
+            episode's first frame is shown in it.
+        """
+        row = self._check_episode(index)
+        relative = self.info["video_path"].format(
+            video_key=key,
+            chunk_index=int(row[f"videos/{key}/chunk_index"]),
+            file_index=int(row[f"videos/{key}/file_index"]),
+        )
+        return relative, float(row[f"videos/{key}/from_timestamp"])
+
     def episode_rows(self, index: int) -> pa.Table:
         """Return the episode's frame rows from its data file, ordered by frame_index."""
         row = self._check_episode(index)
-        key = (int(row["data/chunk_index"]), int(row["data/file_index"]))
-        table = self._data_tables.get(key)
+        relative = self.data_file(index)
+        table = self._data_tables.get(relative)
         if table is None:
-            relative = self.info["data_path"].format(chunk_index=key[0], file_index=key[1])
             table = self._read(relative, pq.read_table)
             if len(self._data_tables) >= _OPEN_DATA_FILES:
                 self._data_tables.pop(next(iter(self._data_tables)))  # the least recently read
-            self._data_tables[key] = table
+            self._data_tables[relative] = table
         rows = table.filter(pc.equal(table["episode_index"], index)).sort_by("frame_index")
         if rows.num_rows != int(row["length"]):
             raise DatasetError(
-                f"episode {index} has {rows.num_rows} frame rows in data file {key} but its "
-                f"length in meta/episodes is {row['length']}; the dataset is inconsistent"
+                f"episode {index} has {rows.num_rows} frame rows in data file {relative} but its "
+                f"length in the episode table is {row['length']}; the dataset is inconsistent. "
+                f"Run `robota dataset validate {self.root}` to list the problems"
             )
         return rows
 
@@ -249,16 +313,14 @@ class DatasetReader:
             rows = rows.take(pa.array(frame_indices, pa.int64()))
         if self.features[key]["dtype"] == "image":
             return np.stack([decode_image_bytes(item["bytes"]) for item in rows[key].to_pylist()])
-        episode_row = self._episodes[index]
-        from_s = float(episode_row[f"videos/{key}/from_timestamp"])
-        relative = self.info["video_path"].format(
-            video_key=key,
-            chunk_index=int(episode_row[f"videos/{key}/chunk_index"]),
-            file_index=int(episode_row[f"videos/{key}/file_index"]),
-        )
+        relative, from_s = self.video_file(index, key)
         path = self.root / relative
         if not path.exists():
-            raise DatasetError(f"video file {path} of episode {index} is missing")
+            raise DatasetError(
+                f"video file {path} of episode {index} is missing. Copy the dataset's videos/ "
+                f"folder again from its source, or run `robota dataset validate {self.root}` to "
+                "list every missing file"
+            )
         timestamps = from_s + column_to_numpy(rows["timestamp"]).astype(np.float64)
         return decode_at_timestamps(path, timestamps, TIMESTAMP_TOLERANCE_S)
 
@@ -272,11 +334,6 @@ def _load_info(root: Path) -> dict[str, Any]:
         )
     path = root / INFO_PATH
     if not path.exists():
-        if (root / ".recording").is_dir():
-            raise DatasetError(
-                f"{path} is missing because the recording into {root} did not finish; continue "
-                "it with DatasetWriter(root, spec, robot_type=..., resume=True) and close()"
-            )
         raise DatasetError(f"{path} is missing; {root} is not a LeRobot dataset folder")
     try:
         info = json.loads(path.read_text())
@@ -285,9 +342,10 @@ def _load_info(root: Path) -> dict[str, Any]:
     version = info.get("codebase_version")
     if version not in SUPPORTED_VERSIONS:
         raise DatasetError(
-            f"{path} has codebase_version {version!r}; robota reads {', '.join(SUPPORTED_VERSIONS)}. "
-            "Conversion from v2.1 is planned; until then convert the dataset with LeRobot's "
-            "lerobot.datasets.v30.convert_dataset_v21_to_v30"
+            f"{path} has codebase_version {version!r}; robota reads "
+            f"{' and '.join(SUPPORTED_VERSIONS)}. Convert the dataset to v3.0 with LeRobot's "
+            "conversion scripts (lerobot.datasets.v30.convert_dataset_v21_to_v30 takes v2.1), "
+            "or check that the file is a LeRobot dataset's info.json"
         )
     for key in ("fps", "features", "data_path"):
         if key not in info:

@@ -8,7 +8,7 @@ and episodes combine by adding histograms.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -93,4 +93,31 @@ def from_json(stats: Mapping[str, Mapping[str, Any]]) -> dict[str, FeatureStats]
         key: {name: np.atleast_1d(np.asarray(value)) for name, value in feature.items()}
         for key, feature in stats.items()
         if isinstance(feature, Mapping)
+    }
+
+
+def merge_moments(parts: Sequence[Mapping[str, Any]]) -> FeatureStats:
+    """Combine per-episode `min`, `max`, `mean`, `std` and `count` into the statistics of all frames.
+
+    The result equals the statistics computed over the joined frames, up to float rounding: the
+    pooled variance is the count-weighted mean of each part's variance plus the weighted variance
+    of the part means (Chan, Golub and LeVeque, 1979). Quantiles do not merge this way; see
+    `robota.datasets.recompute` for quantiles merged from histograms.
+
+    Args:
+        parts: Statistics of one feature per episode, each with those five entries.
+    """
+    counts = np.array([float(np.asarray(p["count"]).reshape(-1)[0]) for p in parts])
+    total = counts.sum()
+    means = np.stack([np.asarray(p["mean"], dtype=np.float64) for p in parts])  # (parts, *shape)
+    stds = np.stack([np.asarray(p["std"], dtype=np.float64) for p in parts])
+    weights = (counts / total).reshape(-1, *([1] * (means.ndim - 1)))  # broadcast over shape
+    mean = (weights * means).sum(axis=0)
+    variance = (weights * (stds**2 + (means - mean) ** 2)).sum(axis=0)
+    return {
+        "min": np.min(np.stack([np.asarray(p["min"]) for p in parts]), axis=0),
+        "max": np.max(np.stack([np.asarray(p["max"]) for p in parts]), axis=0),
+        "mean": mean,
+        "std": np.sqrt(np.maximum(variance, 0.0)),
+        "count": np.array([int(total)], dtype=np.int64),
     }

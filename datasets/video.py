@@ -119,7 +119,7 @@ def concatenate_videos(sources: Sequence[Path], frame_counts: Sequence[int], fps
         output: File to write.
     """
     output.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(output), mode="w") as target:
+    with av.open(str(output), mode="w", format="mp4") as target:
         out_stream = None
         extradata = None
         frames_before = 0
@@ -143,6 +143,18 @@ def concatenate_videos(sources: Sequence[Path], frame_counts: Sequence[int], fps
                     packet.stream = out_stream
                     target.mux(packet)
             frames_before += frame_count
+
+
+def codec_parameters(path: Path) -> tuple[str, int, int, bytes | None]:
+    """Return what must match for two mp4 streams to be joined by copying packets.
+
+    That is the codec name, the frame size and the codec's extradata (for example H.264's SPS
+    and PPS, or AV1's sequence header).
+    """
+    with av.open(str(path)) as container:
+        context = container.streams.video[0].codec_context
+        extradata = bytes(context.extradata) if context.extradata is not None else None
+        return (context.codec.name, context.width, context.height, extradata)
 
 
 def video_info(path: Path) -> dict[str, Any]:

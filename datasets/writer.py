@@ -1,11 +1,13 @@
 """DatasetWriter: record episodes frame by frame into a LeRobot v3.0 dataset folder.
 
-Episodes are staged in `<root>/.recording/` while recording: each saved episode is a folder with
-its frame rows (parquet), one mp4 per camera and an `episode.json` written last, and the folder
-is moved into place in one rename. A crash therefore loses at most the episode being recorded,
-and `DatasetWriter(..., resume=True)` continues from the saved ones. `close()` builds the
-final layout from the staged episodes, writes `meta/info.json` last and removes the staging
-folder, so a folder without `meta/info.json` is never mistaken for a finished dataset.
+Episodes are staged in `<root>/.recording/` while recording (see `robota.datasets.staging`):
+each saved episode is a folder with its frame rows (parquet), one mp4 per camera and an
+`episode.json` written last, and the folder is moved into place in one rename. A crash therefore
+loses at most the episode being recorded. The next `open_dataset` or `DatasetWriter` on the
+folder finalises the saved episodes, and `DatasetWriter(..., resume=True)` continues recording
+after them instead. `close()` builds the final layout from the staged episodes, writes
+`meta/info.json` last and removes the staging folder, so a folder without `meta/info.json` is
+never mistaken for a finished dataset.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +32,18 @@ from robota.datasets.layout import (
     write_json_atomic,
     write_parquet,
 )
+from robota.datasets.staging import (
+    CURRENT_DIR,
+    EPISODE_RECORD_FILE,
+    FINAL_FOLDERS,
+    FRAME_COUNT_FILE,
+    SETTINGS_FILE,
+    STAGING_DIR,
+    drop_partial_episode,
+    load_staged_episodes,
+    lock_staging,
+    recover_recording,
+)
 from robota.datasets.stats import histogram_stats, image_histogram, to_json, vector_stats
 from robota.datasets.video import EpisodeVideoEncoder, default_video_options
 from robota.errors import DatasetError
@@ -37,7 +51,6 @@ from robota.spec import TASK, Spec
 
 logger = logging.getLogger(__name__)
 
-STAGING_DIR = ".recording"
 _METADATA_TYPES = (bool, int, float, str)
 
 
@@ -68,10 +81,13 @@ class DatasetWriter:
         video_files_size_in_mb: A new video file starts once a file passes this size.
         resume: Continue a recording into `root` that was interrupted before `close()`. The
             spec must match, and the codec, options and file sizes of the first run are kept.
+            The episode that was being recorded when it stopped is dropped with a warning.
+            Without `resume`, such a folder is finalised into a dataset of its saved episodes
+            and then rejected as not empty.
 
     Raises:
-        DatasetError: `root` contains files this writer did not create, or `resume` finds nothing
-            to resume.
+        DatasetError: `root` contains files this writer did not create, another process
+            records into it, or `resume` finds nothing to resume.
     """
 
     def __init__(
@@ -102,6 +118,8 @@ class DatasetWriter:
         self._staging = self.root / STAGING_DIR
         self._created_root = False
         self._closed = False
+        self._lock: IO[bytes] | None = None
+        self._frame_counter: IO[bytes] | None = None
         self._episodes: list[dict[str, Any]] = []
         self._tasks: dict[str, int] = {}
         self._metadata_types: dict[str, type] = {}
@@ -115,21 +133,27 @@ class DatasetWriter:
     # ----------------------------------------------------------------------------- setup
 
     def _create(self) -> None:
-        if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
-            hint = (
-                " It contains an unfinished recording: pass resume=True to continue it."
-                if (self._staging / "writer.json").exists()
-                else " Choose a new folder, because robota never writes into a folder it did not create."
+        if (self._staging / SETTINGS_FILE).exists() and not (self.root / "meta/info.json").exists():
+            kept = recover_recording(self.root)
+            raise DatasetError(
+                f"dataset folder {self.root} held an interrupted recording; its {kept} saved "
+                "episodes are now finalised there as a dataset. Choose a new folder for a new "
+                "recording, or pass resume=True next time to continue an interrupted one"
             )
-            raise DatasetError(f"dataset folder {self.root} already exists and is not empty.{hint}")
+        if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
+            raise DatasetError(
+                f"dataset folder {self.root} already exists and is not empty. Choose a new "
+                "folder, because robota never writes into a folder it did not create"
+            )
         self._created_root = not self.root.exists()
         self._staging.joinpath("episodes").mkdir(parents=True)
+        self._lock = lock_staging(self._staging)
         write_json_atomic(
-            self._staging / "writer.json", {"spec": self.spec.to_dict(), **self.settings}
+            self._staging / SETTINGS_FILE, {"spec": self.spec.to_dict(), **self.settings}
         )
 
     def _resume(self) -> None:
-        settings_path = self._staging / "writer.json"
+        settings_path = self._staging / SETTINGS_FILE
         if not settings_path.exists():
             raise DatasetError(
                 f"nothing to resume in {self.root}: {settings_path} is missing. "
@@ -142,13 +166,12 @@ class DatasetWriter:
                 "Pass the spec stored in its .recording/writer.json"
             )
         self.settings = {k: saved[k] for k in self.settings}
-        shutil.rmtree(self._staging / "current", ignore_errors=True)
-        for stale in ("meta", "data", "videos"):
+        self._lock = lock_staging(self._staging)
+        drop_partial_episode(self._staging)
+        for stale in FINAL_FOLDERS:
             shutil.rmtree(self.root / stale, ignore_errors=True)
-        for folder in sorted(self._staging.joinpath("episodes").glob("episode_*")):
-            record_path = folder / "episode.json"
-            if record_path.exists():
-                self._register(json.loads(record_path.read_text()))
+        for record in load_staged_episodes(self._staging):
+            self._register(record)
         logger.info("resuming %s after %d saved episodes", self.root, len(self._episodes))
 
     def _register(self, record: dict[str, Any]) -> None:
@@ -164,6 +187,9 @@ class DatasetWriter:
         self._frame_tasks: list[str] = []
         self._histograms = {k: np.zeros((3, 256), dtype=np.int64) for k in self.spec.image_keys}
         self._encoders: dict[str, EpisodeVideoEncoder] = {}
+        if self._frame_counter is not None:
+            self._frame_counter.close()
+            self._frame_counter = None
 
     @property
     def _vector_keys(self) -> list[str]:
@@ -194,8 +220,11 @@ class DatasetWriter:
         """
         self._check_open()
         values = self._validate_frame(frame)
-        current = self._staging / "current"
-        current.mkdir(exist_ok=True)
+        current = self._staging / CURRENT_DIR
+        if self._frame_counter is None:
+            current.mkdir(exist_ok=True)
+            # Unbuffered: each byte reaches the kernel at once, so it survives a SIGKILL.
+            self._frame_counter = open(current / FRAME_COUNT_FILE, "ab", buffering=0)
         for key in self.spec.image_keys:
             if key not in self._encoders:
                 self._encoders[key] = EpisodeVideoEncoder(
@@ -209,6 +238,7 @@ class DatasetWriter:
         for key in self._vector_keys:
             self._columns[key].append(values[key])
         self._frame_tasks.append(values[TASK])
+        self._frame_counter.write(b".")
 
     def _validate_frame(self, frame: Mapping[str, Any]) -> dict[str, Any]:
         missing = [k for k in self.spec.features if k not in frame]
@@ -270,8 +300,11 @@ class DatasetWriter:
         from_index = sum(e["length"] for e in self._episodes)
         record = self._write_episode_rows(episode_index, from_index)
         record["metadata"] = clean_metadata
-        current = self._staging / "current"
-        write_json_atomic(current / "episode.json", record)
+        current = self._staging / CURRENT_DIR
+        self._frame_counter.close()
+        self._frame_counter = None
+        (current / FRAME_COUNT_FILE).unlink()
+        write_json_atomic(current / EPISODE_RECORD_FILE, record)
         current.rename(self._staging / "episodes" / f"episode_{episode_index:06d}")
 
         self._register(record)
@@ -298,7 +331,7 @@ class DatasetWriter:
         columns["episode_index"] = np.full(length, episode_index, dtype=np.int64)
         columns["index"] = frame_index + from_index
         columns["task_index"] = np.array([known[t] for t in self._frame_tasks], dtype=np.int64)
-        write_parquet(self._staging / "current" / "data.parquet", rows_table(columns))
+        write_parquet(self._staging / CURRENT_DIR / "data.parquet", rows_table(columns))
 
         stats = {key: vector_stats(values) for key, values in columns.items()}
         for key, histogram in self._histograms.items():
@@ -336,7 +369,10 @@ class DatasetWriter:
         self._check_open()
         for encoder in self._encoders.values():
             encoder.abort()
-        shutil.rmtree(self._staging / "current", ignore_errors=True)
+        if self._frame_counter is not None:
+            self._frame_counter.close()
+            self._frame_counter = None
+        shutil.rmtree(self._staging / CURRENT_DIR, ignore_errors=True)
         logger.debug("discarded %d frames", len(self._frame_tasks))
         self._reset_episode()
 
@@ -363,13 +399,21 @@ class DatasetWriter:
         try:
             finalise.build_dataset(self.root, self.spec, self.settings, self._episodes, self._staging)
         except BaseException:
-            for partial in ("meta", "data", "videos"):
+            for partial in FINAL_FOLDERS:
                 shutil.rmtree(self.root / partial, ignore_errors=True)
+            self._release_lock()
             raise
         shutil.rmtree(self._staging)
+        self._release_lock()
         logger.info("wrote %d episodes to %s", len(self._episodes), self.root)
 
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
     def _remove_root(self) -> None:
+        self._release_lock()
         shutil.rmtree(self._staging, ignore_errors=True)
         if self._created_root:
             shutil.rmtree(self.root, ignore_errors=True)

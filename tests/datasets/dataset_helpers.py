@@ -69,3 +69,70 @@ def set_read_only(root: Path, read_only: bool) -> None:
             path.chmod(0o555 if read_only else 0o755)
         else:
             path.chmod(0o444 if read_only else 0o644)
+
+
+def write_v21(source: Path, target: Path) -> Path:
+    """Write a LeRobot v2.1 copy of a v3.0 dataset: one parquet and one mp4 per episode.
+
+    The frame rows are copied as they are; each camera's frames are decoded and encoded again
+    into one H.264 file per episode whose timestamps start at 0, as LeRobot v2.1 writes them.
+    """
+    import json
+
+    import pyarrow.parquet as pq
+
+    from robota.datasets import open_dataset
+    from robota.datasets.layout import column_to_numpy
+    from robota.datasets.stats import to_json, vector_stats
+    from robota.datasets.video import EpisodeVideoEncoder
+
+    reader = open_dataset(source)
+    episodes_stats = []
+    for index in range(reader.num_episodes):
+        rows = reader.episode_rows(index)
+        path = target / f"data/chunk-000/episode_{index:06d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(rows, path)
+        stats = {}
+        for name in rows.column_names:
+            stats[name] = vector_stats(column_to_numpy(rows[name]))
+        for key in reader.video_keys:
+            frames = reader.decode_images(index, key)
+            video = target / f"videos/chunk-000/{key}/episode_{index:06d}.mp4"
+            video.parent.mkdir(parents=True, exist_ok=True)
+            encoder = EpisodeVideoEncoder(video, reader.fps, "libx264", {"crf": "18", "bf": "0"})
+            for frame in frames:
+                encoder.add(frame)
+            encoder.close()
+            scaled = frames.reshape(-1, 3).astype(np.float64) / 255.0
+            stats[key] = {
+                "min": scaled.min(axis=0).reshape(3, 1, 1), "max": scaled.max(axis=0).reshape(3, 1, 1),
+                "mean": scaled.mean(axis=0).reshape(3, 1, 1), "std": scaled.std(axis=0).reshape(3, 1, 1),
+                "count": np.array([len(frames)]),
+            }
+        for feature in stats.values():
+            for quantile in ("q01", "q10", "q50", "q90", "q99"):
+                feature.pop(quantile, None)
+        episodes_stats.append({"episode_index": index, "stats": to_json(stats)})
+
+    info = {k: v for k, v in reader.info.items() if k not in ("data_files_size_in_mb", "video_files_size_in_mb")}
+    info.update({
+        "codebase_version": "v2.1",
+        "total_chunks": 1,
+        "total_videos": reader.num_episodes * len(reader.video_keys),
+        "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
+        "video_path": "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4",
+    })
+    info.pop("robota", None)
+    meta = target / "meta"
+    meta.mkdir(parents=True, exist_ok=True)
+    (meta / "info.json").write_text(json.dumps(info, indent=4))
+    (meta / "tasks.jsonl").write_text(
+        "".join(json.dumps({"task_index": i, "task": t}) + "\n" for i, t in enumerate(reader.tasks))
+    )
+    (meta / "episodes.jsonl").write_text("".join(
+        json.dumps({"episode_index": i, "tasks": reader.episode_metadata(i)["tasks"], "length": n}) + "\n"
+        for i, n in enumerate(reader.episode_lengths)
+    ))
+    (meta / "episodes_stats.jsonl").write_text("".join(json.dumps(e) + "\n" for e in episodes_stats))
+    return target

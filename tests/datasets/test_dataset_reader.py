@@ -88,9 +88,9 @@ def test_unsupported_version(tmp_path: Path, recorded: Path) -> None:
     copy = tmp_path / "old"
     shutil.copytree(recorded, copy)
     info = json.loads((copy / "meta/info.json").read_text())
-    info["codebase_version"] = "v2.1"
+    info["codebase_version"] = "v1.6"
     (copy / "meta/info.json").write_text(json.dumps(info))
-    with pytest.raises(DatasetError, match=r"'v2.1'.*reads v3.0.*v2.1 is planned"):
+    with pytest.raises(DatasetError, match=r"info.json has codebase_version 'v1.6'; robota reads v3.0 and v2.1\. Convert"):
         open_dataset(copy)
 
 
