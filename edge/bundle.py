@@ -64,7 +64,9 @@ def _session_errors(onnxruntime) -> tuple[type[BaseException], ...]:
     return (*own, RuntimeError, ValueError)
 
 
-def verify_bundle(path: Path, *, trusted_keys: Sequence | None = None) -> Manifest:
+def verify_bundle(
+    path: Path, *, trusted_keys: Sequence | None = None, variant: str | None = None
+) -> Manifest:
     """Check a bundle folder, its manifest and its model's sha256, without loading the model.
 
     Args:
@@ -79,12 +81,12 @@ def verify_bundle(path: Path, *, trusted_keys: Sequence | None = None) -> Manife
         BundleError: The folder or a file is missing, the manifest is invalid, the model's
             sha256 differs from the one in the manifest, or the signature check fails.
     """
-    manifest, _, _ = _read_verified(Path(path), trusted_keys)
+    manifest, _, _ = _read_verified(Path(path), trusted_keys, variant)
     return manifest
 
 
 def _read_verified(
-    path: Path, trusted_keys: Sequence | None
+    path: Path, trusted_keys: Sequence | None, variant: str | None = None
 ) -> tuple[Manifest, bytes, str | None]:
     """Return the manifest, the model bytes and the signer's key id after all file checks.
 
@@ -102,7 +104,11 @@ def _read_verified(
         signer = verify_manifest_signature(path, raw_manifest, trusted_keys)
     manifest = parse_manifest(raw_manifest, manifest_path)
 
-    model_path = path / manifest.onnx.file
+    file, expected_sha256 = manifest.onnx.file, manifest.onnx.sha256
+    if variant is not None:
+        info = manifest.variant(variant)
+        file, expected_sha256 = info.file, info.sha256
+    model_path = path / file
     if not model_path.is_file():
         raise BundleError(
             f"{model_path}: file not found, but {MANIFEST_FILE} names it; the bundle is "
@@ -110,10 +116,10 @@ def _read_verified(
         )
     model = model_path.read_bytes()
     actual = hashlib.sha256(model).hexdigest()
-    if actual != manifest.onnx.sha256:
+    if actual != expected_sha256:
         raise BundleError(
             f"{model_path}: sha256 {actual[:12]}… does not match {MANIFEST_FILE} "
-            f"({manifest.onnx.sha256[:12]}…); the bundle was modified or damaged: "
+            f"({expected_sha256[:12]}…); the bundle was modified or damaged: "
             "export it again with `robota export`"
         )
 
@@ -162,6 +168,7 @@ def load_bundle(
     providers: Sequence[str] | None = None,
     intra_op_threads: int | None = None,
     trusted_keys: Sequence | None = None,
+    variant: str | None = None,
 ) -> Bundle:
     """Verify a bundle and start an ONNX Runtime session for its model.
 
@@ -173,20 +180,23 @@ def load_bundle(
             default (one per physical core).
         trusted_keys: Ed25519 public keys (or paths of PEM files); when given, the bundle must
             carry a valid signature by one of them. `None` skips the signature check.
+        variant: Model variant to run instead of `policy.onnx`, as listed in the manifest's
+            `variants` (`fp16` or `int8`); `None` runs the full-precision model.
 
     Raises:
-        BundleError: A check of `verify_bundle` failed, the model does not load, or the graph's
+        BundleError: A check of `verify_bundle` failed, the variant is not in the bundle, the
+            model does not load, or the graph's
             inputs or outputs differ from the manifest.
     """
     path = Path(path)
-    manifest, model, signer = _read_verified(path, trusted_keys)
+    manifest, model, signer = _read_verified(path, trusted_keys, variant)
     onnxruntime = _import_onnxruntime()
     chosen = select_providers(providers)
 
     options = onnxruntime.SessionOptions()
     if intra_op_threads is not None:
         options.intra_op_num_threads = intra_op_threads
-    model_path = path / manifest.onnx.file
+    model_path = path / (manifest.onnx.file if variant is None else manifest.variant(variant).file)
     try:
         session = onnxruntime.InferenceSession(model, options, providers=chosen)
     except _session_errors(onnxruntime) as error:
@@ -202,9 +212,9 @@ def load_bundle(
             chosen[0],
             running,
         )
-    logger.info("loaded bundle %s on %s", path, running[0])
+    logger.info("loaded bundle %s (model %s) on %s", path, model_path.name, running[0])
     _check_graph_io(session, manifest, model_path)
-    return Bundle(path, manifest, session, signed_by=signer)
+    return Bundle(path, manifest, session, signed_by=signer, variant=variant)
 
 
 def _check_graph_io(session, manifest: Manifest, model_path: Path) -> None:
@@ -240,9 +250,19 @@ class Bundle:
         session: The `onnxruntime.InferenceSession`.
         signed_by: Id of the trusted key whose signature was verified, or `None` when the
             signature was not checked.
+        variant: Name of the model variant the session runs, `None` for `policy.onnx`.
     """
 
-    def __init__(self, path: Path, manifest: Manifest, session, *, signed_by: str | None = None):
+    def __init__(
+        self,
+        path: Path,
+        manifest: Manifest,
+        session,
+        *,
+        signed_by: str | None = None,
+        variant: str | None = None,
+    ):
+        self.variant = variant
         self.path = Path(path)
         self.manifest = manifest
         self.spec: Spec = manifest.spec
@@ -285,7 +305,7 @@ class Bundle:
         expected = (batch_sizes.pop(), self.manifest.chunk_size, self.spec.robot.action_dim)
         if chunks.shape != expected:
             raise BundleError(
-                f"{self.path / self.manifest.onnx.file}: model returned shape {chunks.shape}, but "
+                f"{self.path}: model returned shape {chunks.shape}, but "
                 f"{MANIFEST_FILE} promises {expected}; export the bundle again"
             )
         return chunks

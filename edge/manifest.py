@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from robota.edge.safety import SafetyConfig
 from robota.errors import BundleError, SpecError
 from robota.spec import Spec
 
@@ -123,6 +124,24 @@ class Validation:
 
 
 @dataclasses.dataclass(frozen=True)
+class VariantInfo:
+    """A reduced-precision copy of the model that a bundle may carry beside `policy.onnx`.
+
+    Attributes:
+        name: Variant name: `fp16` or `int8`.
+        file: File name inside the bundle folder, for example `policy.int8.onnx`.
+        sha256: Hex sha256 of the file.
+        parity_max_abs_error: Max abs difference from the full-precision ONNX model's action
+            chunks on the export's parity observations, in action units.
+    """
+
+    name: str
+    file: str
+    sha256: str
+    parity_max_abs_error: float
+
+
+@dataclasses.dataclass(frozen=True)
 class Manifest:
     """The contents of `manifest.json`.
 
@@ -136,6 +155,9 @@ class Manifest:
         onnx: Model file, hash and graph signature.
         provenance: Where the model came from.
         validation: The exporter's parity check.
+        safety: Limits of the safety filter beyond the robot's; `None` in bundles written
+            before the section existed, and then `SafetyConfig.default_for(robot)` applies.
+        variants: Reduced-precision copies of the model, possibly none.
         format_version: Manifest format version.
     """
 
@@ -145,14 +167,31 @@ class Manifest:
     onnx: OnnxInfo
     provenance: Provenance
     validation: Validation
+    safety: SafetyConfig | None = None
+    variants: tuple[VariantInfo, ...] = ()
     format_version: int = FORMAT_VERSION
 
     @property
     def fps(self) -> int:
         return self.spec.fps
 
+    def safety_config(self) -> SafetyConfig:
+        """Return the `safety` section, or this project's defaults for the robot without one."""
+        return self.safety if self.safety is not None else SafetyConfig.default_for(self.spec.robot)
+
+    def variant(self, name: str) -> VariantInfo:
+        """Return the variant called `name`, raising `BundleError` naming those present."""
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        present = [v.name for v in self.variants] or "none"
+        raise BundleError(
+            f"bundle has no model variant {name!r} (variants: {present}); export it with "
+            f"variants=({name!r},)"
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "format_version": self.format_version,
             "spec": self.spec.to_dict(),
             "fps": self.spec.fps,
@@ -163,6 +202,12 @@ class Manifest:
             "provenance": dataclasses.asdict(self.provenance),
             "validation": dataclasses.asdict(self.validation),
         }
+        # Optional sections are left out when empty, so older readers keep reading the file.
+        if self.safety is not None:
+            data["safety"] = self.safety.to_dict()
+        if self.variants:
+            data["variants"] = [dataclasses.asdict(v) for v in self.variants]
+        return data
 
 
 def write_manifest(manifest: Manifest, directory: Path) -> Path:
@@ -262,8 +307,45 @@ class _ManifestParser:
             onnx=self.parse_onnx(self.get(data, "onnx", dict)),
             provenance=self.parse_provenance(self.get(data, "provenance", dict)),
             validation=self.parse_validation(self.get(data, "validation", dict)),
+            safety=self.parse_safety(data, spec),
+            variants=self.parse_variants(data),
             format_version=version,
         )
+
+    def parse_safety(self, data: Mapping[str, Any], spec: Spec) -> SafetyConfig | None:
+        if data.get("safety") is None:
+            return None
+        try:
+            safety = SafetyConfig.from_dict(self.get(data, "safety", dict))
+        except (KeyError, TypeError, ValueError) as error:
+            raise self.fail(f"invalid safety section ({error})") from None
+        if len(safety.acceleration_limit_rad_s2) != spec.robot.num_joints:
+            raise self.fail(
+                f"safety.acceleration_limit_rad_s2 has {len(safety.acceleration_limit_rad_s2)} "
+                f"values for {spec.robot.num_joints} joints"
+            )
+        return safety
+
+    def parse_variants(self, data: Mapping[str, Any]) -> tuple[VariantInfo, ...]:
+        variants = []
+        for index, item in enumerate(self.get(data, "variants", list) if "variants" in data else []):
+            at = f"variants[{index}]"
+            if not isinstance(item, dict):
+                raise self.fail(f"{at} is not an object")
+            file = self.get(item, "file", str, at)
+            if Path(file).name != file or file in ("", ".", ".."):
+                raise self.fail(f"{at}.file {file!r} is not a plain file name inside the bundle")
+            variants.append(
+                VariantInfo(
+                    name=self.get(item, "name", str, at),
+                    file=file,
+                    sha256=self.get(item, "sha256", str, at).lower(),
+                    parity_max_abs_error=float(
+                        self.get(item, "parity_max_abs_error", (int, float), at)
+                    ),
+                )
+            )
+        return tuple(variants)
 
     def check_consistent(self, data: Mapping[str, Any], spec: Spec) -> None:
         if self.get(data, "fps", int) != spec.fps:

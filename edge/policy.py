@@ -53,9 +53,15 @@ class BundlePolicy:
         *,
         n_action_steps: int | None = None,
         providers: Sequence[str] | None = None,
+        variant: str | None = None,
     ) -> BundlePolicy:
-        """Load the bundle at `path` (see `load_bundle`) and wrap it as a policy."""
-        return cls(load_bundle(path, providers=providers), n_action_steps=n_action_steps)
+        """Load the bundle at `path` (see `load_bundle`) and wrap it as a policy.
+
+        `variant` picks a reduced-precision model that the bundle lists (`fp16` or `int8`);
+        `None` runs `policy.onnx`.
+        """
+        bundle = load_bundle(path, providers=providers, variant=variant)
+        return cls(bundle, n_action_steps=n_action_steps)
 
     @property
     def spec(self) -> Spec:

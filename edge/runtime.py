@@ -81,6 +81,9 @@ class ControlLoop:
         self.send_action = send_action
         self.rate_hz = float(rate_hz)
         self.period_s = 1.0 / self.rate_hz
+        # Grid index of the tick that runs now: deadlines skipped after an overrun count too,
+        # so `index * period_s` is the tick's time since the start of the run.
+        self.tick_index = 0
         self._stop = threading.Event()
 
     def stop(self) -> None:
@@ -118,6 +121,7 @@ class ControlLoop:
             if self._stop.wait(max(0.0, deadline - time.monotonic())):
                 break
             tick_start = time.monotonic()
+            self.tick_index = timing.next_index
             self._tick()
             timing.record(start, deadline, tick_start, time.monotonic())
 
