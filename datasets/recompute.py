@@ -7,7 +7,10 @@ frames. Quantiles do not combine from per-episode quantiles, so they are merged 
 - Numeric features: a second pass bins every episode's values into `bins` equal bins per
   element between the merged min and max. The histograms add across episodes, and a quantile
   is read from the summed histogram by linear interpolation inside the bin where the cumulative
-  count reaches it. The error is at most one bin width, (max − min) / bins.
+  count reaches it. That is within one bin width, (max − min) / bins, of the empirical quantile
+  (the lowest value whose cumulative share reaches q). `numpy.quantile`, which interpolates
+  between neighbouring order statistics, can differ from both by up to the gap between those
+  values when the data are discrete, such as timestamps.
 - Images: per-channel histograms of the 256 uint8 levels, which add across episodes exactly, so
   image quantiles are exact on the decoded pixels.
 
@@ -99,7 +102,8 @@ def _add_quantiles(
             for element in range(len(low)):
                 histogram[element] += np.bincount(positions[:, element], minlength=bins)
         for name, q in QUANTILES.items():
-            stats[key][name] = _histogram_quantile(histogram, low, width, q)
+            quantile = _histogram_quantile(histogram, low, width, q)
+            stats[key][name] = np.where(high > low, quantile, low)  # a constant element is its min
 
 
 def _histogram_quantile(histogram: np.ndarray, low: np.ndarray, width: np.ndarray, q: float) -> np.ndarray:
