@@ -57,3 +57,11 @@ def test_without_images(recorded: Path) -> None:
     stats = compute_stats(recorded, images=False)
     assert "observation.images.wrist" not in stats
     assert "action" in stats
+
+
+def test_constant_elements_on_so101(so101: Path) -> None:
+    stats = compute_stats(so101, images=False)
+    action = stats["action"]  # every action element is constant in this dataset
+    np.testing.assert_array_equal(action["q01"], action["min"])
+    np.testing.assert_array_equal(action["q99"], action["max"])
+    assert action["count"].tolist() == [1782]
