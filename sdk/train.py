@@ -1,187 +1,421 @@
-"""Train a policy on a dataset and save a checkpoint.
+"""Train a policy on a dataset and save a checkpoint, alone or data-parallel under torchrun.
 
 `train(TrainConfig(dataset=..., output=...))` seeds everything, loads the dataset as chunks of
 future actions, builds the policy from the registry with the dataset's statistics, runs AdamW with
-a linear warmup and a cosine decay, and writes a checkpoint folder (see
-`robota.policies.checkpoint`) with the dataset fingerprint and the resolved training config.
+a linear warmup and a cosine decay, and writes a run folder (see `robota.train_state`): the final
+checkpoint at its top, training-state checkpoints to resume from, metrics and the resolved config.
+
+Under `torchrun --nproc-per-node N`, each process trains a `DistributedDataParallel` copy on its
+shard of the data (gloo on the CPU, NCCL on GPUs), the peak learning rate is scaled with the
+effective batch size (`TrainConfig.lr_scaling`), and only rank 0 logs and writes.
 
 torch is imported inside the functions, so importing this module to build a config stays cheap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import math
 import random
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from robota.errors import RobotaError, SpecError
+from robota.errors import CheckpointError, RobotaError, SpecError
+from robota.train_config import TrainConfig, config_to_toml, load_config
 
 if TYPE_CHECKING:
     import torch
     from torch.utils.data import Dataset
 
+    from robota.train_dist import DistributedContext
+
+__all__ = ["TrainConfig", "load_config", "train"]
+
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, dict[str, float]], None]
+DatasetFactory = Callable[[TrainConfig], "Dataset"]
 
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Settings of one training run.
-
-    Attributes:
-        dataset: Dataset folder (LeRobot v3.0 layout).
-        output: Checkpoint folder to write.
-        policy: Registered policy name.
-        steps: Optimiser steps.
-        batch_size: Samples per step.
-        lr: Peak AdamW learning rate; `None` takes the policy config's `optimizer_lr`.
-        weight_decay: AdamW weight decay; `None` takes the policy config's
-            `optimizer_weight_decay`.
-        warmup_steps: Steps of linear learning-rate warmup before the cosine decay.
-        min_lr_ratio: Final learning rate as a fraction of `lr`.
-        grad_clip_norm: Maximum gradient norm; larger gradients are scaled down.
-        seed: Seed of Python, numpy, torch and the data order.
-        num_workers: DataLoader worker processes; 0 loads in the training process.
-        device: Torch device, for example `cpu` or `cuda`.
-        log_every: Steps between progress reports.
-        chunk_size: Future actions per sample, passed to the dataset and the policy.
-        policy_overrides: Fields of the policy config to change, for example `{"dim_model": 64}`.
-    """
-
-    dataset: Path
-    output: Path
-    policy: str = "act"
-    steps: int = 3000
-    batch_size: int = 32
-    lr: float | None = None
-    weight_decay: float | None = None
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
-    grad_clip_norm: float = 10.0
-    seed: int = 0
-    num_workers: int = 0
-    device: str = "cpu"
-    log_every: int = 50
-    chunk_size: int = 10
-    policy_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.dataset = Path(self.dataset)
-        self.output = Path(self.output)
-        self.policy_overrides = dict(self.policy_overrides)
-        for field in ("steps", "batch_size", "log_every", "chunk_size"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or value < 1:
-                raise SpecError(f"train config {field} must be a positive integer, got {value!r}")
-        for field in ("warmup_steps", "num_workers", "seed"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or value < 0:
-                raise SpecError(
-                    f"train config {field} must be a non-negative integer, got {value!r}"
-                )
-        if self.lr is not None and not self.lr > 0:
-            raise SpecError(f"train config lr must be positive, got {self.lr}")
-        if self.weight_decay is not None and self.weight_decay < 0:
-            raise SpecError(
-                f"train config weight_decay must be non-negative, got {self.weight_decay}"
-            )
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise SpecError(f"train config min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if not self.grad_clip_norm > 0:
-            raise SpecError(
-                f"train config grad_clip_norm must be positive, got {self.grad_clip_norm}"
-            )
-        if "chunk_size" in self.policy_overrides:
-            raise SpecError(
-                "set the chunk size with TrainConfig.chunk_size, not "
-                "policy_overrides['chunk_size'], because the dataset needs it too"
-            )
-        from robota.policies.registry import make_config  # Imports torch; validates the overrides.
-
-        make_config(self.policy, chunk_size=self.chunk_size, **self.policy_overrides)
-        _check_device(self.device)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the config as JSON-ready values."""
-        data = dataclasses.asdict(self)
-        data["dataset"] = str(self.dataset)
-        data["output"] = str(self.output)
-        return data
-
-
-def _check_device(device: str) -> None:
-    import torch
-
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise SpecError(f"train config device {device!r} is invalid; use cpu or cuda") from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise SpecError(f"train config device {device!r} requested CUDA, which is not available")
+# Settings a resumed run must share with the run that wrote the checkpoint, because the saved
+# weights, optimiser state or data position would not fit otherwise.
+_RESUME_FIXED = ("policy", "policy_overrides", "chunk_size", "batch_size", "grad_accum_steps", "seed")
 
 
 def train(
     config: TrainConfig,
     *,
     progress: ProgressCallback | None = None,
-    dataset_factory: Callable[[TrainConfig], Dataset] | None = None,
+    dataset_factory: DatasetFactory | None = None,
 ) -> Path:
     """Train a policy and save its checkpoint.
 
     Args:
         config: Settings of the run.
-        progress: Called as `progress(step, metrics)` every `log_every` steps and after the last
-            step, with `loss`, `l1`, `lr`, `grad_norm` and `step_s` (mean seconds per step).
+        progress: Called on rank 0 as `progress(step, metrics)` every `log_every` steps and
+            after the last step, with the loss terms (`loss`, `l1`), `lr`, `grad_norm`, and
+            `step_s`, `data_s`, `update_s`, `samples_per_s` and `data_share` averaged over the
+            steps since the previous call.
         dataset_factory: Builds the dataset from the config instead of
             `robota.datasets.torch_loader.ChunkDataset`. Its samples must follow the same contract
             (raw policy inputs, `action` `(chunk, action_dim)`, `action_is_pad` `(chunk,)`), and
             it must have `spec` and `stats` attributes. A `fingerprint` attribute, if present, is
-            stored as the dataset fingerprint.
+            stored as the dataset fingerprint. With `val_fraction`, its last samples are held out.
 
     Returns:
-        The checkpoint folder, `config.output`.
+        The run folder, `config.output`, whose top level is a loadable checkpoint.
 
     Raises:
-        CheckpointError: `config.output` is a file or a folder with other files; checked before
-            the first step, so no training run is lost to it.
+        CheckpointError: `config.output` is a file or a folder with other files, or holds
+            training checkpoints while `resume` is off; checked before the first step, so no
+            training run is lost to it.
     """
-    import torch
+    from robota import train_dist
 
-    from robota.policies.checkpoint import check_save_target, save_checkpoint
+    context = train_dist.setup(config.device, config.dist_timeout_s)
+    try:
+        run = _Run(config, context, dataset_factory)
+        try:
+            run.fit(progress)
+            return run.finish()
+        finally:
+            run.close()
+    finally:
+        train_dist.teardown(context)
 
-    check_save_target(config.output)
-    _seed_everything(config.seed)
-    dataset = (dataset_factory or _build_chunk_dataset)(config)
-    policy = _build_policy(config, dataset).to(torch.device(config.device))
-    resolved = _resolve(config, policy)
-    optimizer = torch.optim.AdamW(
-        policy.parameters(), lr=resolved.lr, weight_decay=resolved.weight_decay
-    )
-    schedule = _make_schedule(optimizer, resolved)
-    batches = _endless_batches(dataset, resolved)
 
-    logger.info(
-        "training %s (%d parameters) for %d steps on %s",
-        resolved.policy,
-        sum(p.numel() for p in policy.parameters()),
-        resolved.steps,
-        resolved.device,
-    )
-    _run_steps(policy, optimizer, schedule, batches, resolved, progress)
+class _Run:
+    """The state of one training process: model, optimiser, data stream and run folder."""
 
-    extra = {
-        "dataset_fingerprint": _dataset_fingerprint(dataset, resolved.dataset),
-        "train_config": resolved.to_dict(),
-    }
-    return save_checkpoint(resolved.output, policy.cpu().eval(), extra=extra)
+    def __init__(self, config: TrainConfig, context: DistributedContext, factory: DatasetFactory | None):
+        import torch
+
+        from robota.train_loop import BatchStream, Precision, make_average, make_schedule
+        from robota.train_state import check_run_folder
+
+        check_run_folder(config.output, resume=config.resume)
+        self.context = context
+        _seed_everything(config.seed)
+        self.train_set, self.val_set = _build_datasets(config, factory)
+        self.policy = _build_policy(config, self.train_set).to(context.device)
+        if context.distributed:  # Same initial weights everywhere, different dropout masks.
+            torch.manual_seed(config.seed + context.rank)
+        self.config = _resolve(config, self.policy)
+        self.effective_batch = config.batch_size * config.grad_accum_steps * context.world_size
+        self.peak_lr = self.config.lr * _lr_scale(self.config, self.effective_batch)
+        self.optimizer = torch.optim.AdamW(
+            self.policy.parameters(), lr=self.peak_lr, weight_decay=self.config.weight_decay
+        )
+        self.schedule = make_schedule(self.optimizer, self.config)
+        self.average = make_average(self.policy, self.config.ema_decay)
+        self.precision = Precision(self.config.mixed_precision, context.device)
+        self.stream = BatchStream(self.train_set, context, self.config)
+        self.start_step = self._resume() if self.config.resume else 0
+        self.model = self._wrap(self.policy)
+        self.metrics = self._open_metrics()
+        self._log_setup()
+
+    def _wrap(self, policy: torch.nn.Module) -> torch.nn.Module:
+        if not self.context.distributed:
+            return policy
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.context.device] if self.context.device.type == "cuda" else None
+        return DistributedDataParallel(policy, device_ids=device_ids)
+
+    def _open_metrics(self):
+        if not self.context.is_main:
+            return None
+        from robota.train_metrics import MetricsWriter
+        from robota.train_state import CONFIG_TOML, write_text_atomic
+
+        self.config.output.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.config.output / CONFIG_TOML, config_to_toml(self.config))
+        return MetricsWriter(
+            self.config.output, tensorboard=self.config.tensorboard, start_step=self.start_step
+        )
+
+    def _log_setup(self) -> None:
+        if not self.context.is_main:
+            return
+        config = self.config
+        logger.info(
+            "training %s (%d parameters) for %d steps on %s with %d process(es), %s precision",
+            config.policy,
+            sum(p.numel() for p in self.policy.parameters()),
+            config.steps,
+            self.context.device,
+            self.context.world_size,
+            self.precision.name,
+        )
+        logger.info(
+            "effective batch size %d = %d per process x %d accumulation step(s) x %d process(es); "
+            "peak learning rate %.3g = %.3g x %.3g (%s scaling rule)",
+            self.effective_batch,
+            config.batch_size,
+            config.grad_accum_steps,
+            self.context.world_size,
+            self.peak_lr,
+            config.lr,
+            self.peak_lr / config.lr,
+            config.lr_scaling,
+        )
+
+    def _resume(self) -> int:
+        """Load the latest training-state checkpoint, if any, and return its step."""
+        from robota.train_state import latest_checkpoint, load_training_state, restore_rng
+
+        folder = latest_checkpoint(self.config.output)
+        if folder is None:
+            if self.context.is_main:
+                logger.info("no training checkpoint in %s; starting at step 0", self.config.output)
+            return 0
+        state = load_training_state(folder)
+        self._check_resumable(folder, state)
+        self.policy.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["scheduler"])
+        if self.average is not None and state["average"] is not None:
+            self.average.load_state_dict(state["average"])
+        if self.precision.scaler is not None and state["scaler"] is not None:
+            self.precision.scaler.load_state_dict(state["scaler"])
+        self.stream.seek(state["epoch"], state["batches_done"])
+        restore_rng(state["rng"][self.context.rank])
+        if self.context.is_main:
+            logger.info("resumed from %s at step %d", folder, state["step"])
+        return int(state["step"])
+
+    def _check_resumable(self, folder: Path, state: dict[str, Any]) -> None:
+        if state["world_size"] != self.context.world_size:
+            raise CheckpointError(
+                f"{folder} was written by {state['world_size']} process(es), but "
+                f"{self.context.world_size} are running; resume with --nproc-per-node "
+                f"{state['world_size']}"
+            )
+        # A JSON round trip makes tuples and lists, such as image_channels, compare equal.
+        saved = json.loads(json.dumps(state["train_config"]))
+        current = json.loads(json.dumps(self.config.to_dict()))
+        changed = [key for key in _RESUME_FIXED if saved.get(key) != current.get(key)]
+        if changed:
+            raise CheckpointError(
+                f"cannot resume from {folder}: {changed} differ from that run "
+                f"({ {key: saved.get(key) for key in changed} }); use the saved "
+                "train_config.toml or start a new run folder"
+            )
+
+    def fit(self, progress: ProgressCallback | None) -> None:
+        """Run the remaining steps, reporting, checkpointing and evaluating on schedule."""
+        config = self.config
+        self.model.train()
+        window: dict[str, float] = {}
+        window_steps = 0
+        for step in range(self.start_step + 1, config.steps + 1):
+            for key, value in self._step(step).items():
+                window[key] = window.get(key, 0.0) + value
+            window_steps += 1
+            last = step == config.steps
+            if step % config.log_every == 0 or last:
+                self._report(step, {k: v / window_steps for k, v in window.items()}, progress)
+                window, window_steps = {}, 0
+            if config.checkpoint_every and (step % config.checkpoint_every == 0 or last):
+                self._save_state(step)
+            if config.eval_every and step % config.eval_every == 0:
+                self._evaluate_in_twin(step)
+
+    def _step(self, step: int) -> dict[str, float]:
+        """Run one optimiser step over `grad_accum_steps` micro-batches; return its metrics."""
+        import torch
+
+        started = time.perf_counter()
+        batches = [self.stream.next() for _ in range(self.config.grad_accum_steps)]
+        loaded = time.perf_counter()
+
+        self.optimizer.zero_grad(set_to_none=True)
+        terms = self._forward_backward(batches)
+        scaler = self.precision.scaler
+        if scaler is not None:
+            scaler.unscale_(self.optimizer)
+        grad_norm = float(
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.config.grad_clip_norm)
+        )
+        self._check_finite(step, terms["loss"], grad_norm)
+        if scaler is not None:
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            self.optimizer.step()
+        self.schedule.step()
+        if self.average is not None:
+            self.average.update_parameters(self.policy)
+        if self.context.device.type == "cuda":
+            torch.cuda.synchronize(self.context.device)
+        finished = time.perf_counter()
+        return {**terms, "grad_norm": grad_norm, "data_s": loaded - started, "update_s": finished - loaded}
+
+    def _forward_backward(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """Sum the gradients of the micro-batches; return their mean loss terms."""
+        count = len(batches)
+        sums: dict[str, Any] = {}
+        for index, batch in enumerate(batches):
+            # Gradients are averaged across processes only after the last micro-batch.
+            last = index == count - 1
+            no_sync = getattr(self.model, "no_sync", None)
+            sync = contextlib.nullcontext() if last or no_sync is None else no_sync()
+            with sync:
+                with self.precision.autocast():
+                    losses = self.model(batch)
+                loss = losses["loss"] / count
+                if self.precision.scaler is not None:
+                    loss = self.precision.scaler.scale(loss)
+                loss.backward()
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + value.detach().float() / count
+        return {key: float(value) for key, value in sums.items()}
+
+    def _check_finite(self, step: int, loss: float, grad_norm: float) -> None:
+        # An fp16 loss scaler skips steps with infinite gradients on its own.
+        if self.precision.scaler is not None and math.isfinite(loss):
+            return
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            return
+        raise RobotaError(
+            f"training loss became {loss} (gradient norm {grad_norm}) at step {step}; lower the "
+            f"learning rate (now {self.schedule.get_last_lr()[0]:.2e}) or check the dataset "
+            "statistics for zeros"
+        )
+
+    def _report(self, step: int, means: dict[str, float], progress: ProgressCallback | None) -> None:
+        from robota.train_dist import mean_across
+
+        means = mean_across(self.context, means)
+        step_s = means["data_s"] + means["update_s"]
+        means.update(
+            lr=self.schedule.get_last_lr()[0],
+            step_s=step_s,
+            samples_per_s=self.effective_batch / step_s if step_s > 0 else float("nan"),
+            data_share=means["data_s"] / step_s if step_s > 0 else float("nan"),
+        )
+        if not self.context.is_main:
+            return
+        logger.info(
+            "step %d/%d loss %.4f lr %.2e %.0f samples/s",
+            step,
+            self.config.steps,
+            means["loss"],
+            means["lr"],
+            means["samples_per_s"],
+        )
+        self.metrics.write(step, {"epoch": self.stream.epoch, **means})
+        if progress is not None:
+            progress(step, means)
+
+    def _deploy_policy(self) -> torch.nn.Module:
+        """The weights to evaluate and ship: the moving average if one is kept."""
+        return self.average.module if self.average is not None else self.policy
+
+    def _save_state(self, step: int) -> None:
+        """Compute the validation loss and write a training-state checkpoint (rank 0 writes)."""
+        from robota.train_dist import gather_to_main
+        from robota.train_loop import validation_loss
+        from robota.train_state import capture_rng, save_training_checkpoint
+
+        val_loss = None
+        if self.val_set is not None:
+            val_loss = validation_loss(
+                self._deploy_policy(), self.val_set, self.context, self.config.batch_size,
+                self.precision.autocast,
+            )
+        rng = gather_to_main(self.context, capture_rng())
+        if not self.context.is_main:
+            return
+        if val_loss is not None:
+            logger.info("step %d validation loss %.4f", step, val_loss)
+            self.metrics.write(step, {"val_loss": val_loss})
+        save_training_checkpoint(
+            self.config.output,
+            step,
+            policy=self._deploy_policy(),
+            state=self._state_dict(step, rng),
+            extra=self._checkpoint_extra(step),
+            config_toml=config_to_toml(self.config),
+            val_loss=val_loss,
+            keep_last=self.config.keep_last,
+        )
+
+    def _state_dict(self, step: int, rng: list[dict[str, Any]]) -> dict[str, Any]:
+        from robota.train_state import STATE_FORMAT
+
+        scaler = self.precision.scaler
+        return {
+            "format": STATE_FORMAT,
+            "step": step,
+            "epoch": self.stream.epoch,
+            "batches_done": self.stream.batches_done,
+            "world_size": self.context.world_size,
+            "train_config": self.config.to_dict(),
+            "model": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "average": self.average.state_dict() if self.average is not None else None,
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "rng": rng,
+        }
+
+    def _checkpoint_extra(self, step: int) -> dict[str, Any]:
+        return {
+            "dataset_fingerprint": _dataset_fingerprint(self.train_set, self.config.dataset),
+            "train_config": self.config.to_dict(),
+            "train_run": {
+                "step": step,
+                "world_size": self.context.world_size,
+                "effective_batch_size": self.effective_batch,
+                "peak_lr": self.peak_lr,
+                "mixed_precision": self.precision.name,
+                "ema": self.average is not None,
+            },
+        }
+
+    def _evaluate_in_twin(self, step: int) -> None:
+        """Roll the current weights out in the twin and record the success rate (rank 0)."""
+        if not self.context.is_main:
+            return
+        from robota.evaluate import EvalConfig, evaluate
+        from robota.policies.checkpoint import save_checkpoint
+        from robota.train_state import capture_rng, restore_rng
+
+        rng = capture_rng()  # The rollouts must not change the training's random streams.
+        with tempfile.TemporaryDirectory(prefix="robota-eval-") as folder:
+            checkpoint = save_checkpoint(Path(folder) / "checkpoint", self._deploy_policy())
+            report = evaluate(
+                EvalConfig(policy=checkpoint, task=self.config.eval_task, episodes=self.config.eval_episodes)
+            )
+        restore_rng(rng)
+        rate = float(report["success_rate"])
+        logger.info("step %d twin success rate %.2f over %d episodes", step, rate, self.config.eval_episodes)
+        self.metrics.write(step, {"eval_success_rate": rate})
+
+    def finish(self) -> Path:
+        """Write the final checkpoint (rank 0) and wait for every process."""
+        from robota.train_dist import barrier
+        from robota.train_state import save_final_checkpoint
+
+        if self.context.is_main:
+            extra = self._checkpoint_extra(self.config.steps)
+            save_final_checkpoint(self.config.output, self._deploy_policy(), extra)
+        barrier(self.context)
+        return self.config.output
+
+    def close(self) -> None:
+        """Close the metrics files."""
+        if self.metrics is not None:
+            self.metrics.close()
 
 
 def _seed_everything(seed: int) -> None:
@@ -192,10 +426,46 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _build_chunk_dataset(config: TrainConfig) -> Dataset:
+def _lr_scale(config: TrainConfig, effective_batch: int) -> float:
+    from robota.train_dist import lr_scale
+
+    return lr_scale(config.lr_scaling, effective_batch, config.batch_size)
+
+
+def _build_datasets(config: TrainConfig, factory: DatasetFactory | None) -> tuple[Dataset, Dataset | None]:
+    """Build the training samples and, with `val_fraction`, the held-out validation samples."""
+    if factory is not None:
+        return _split_tail(factory(config), config.val_fraction)
+    from robota.datasets import open_dataset
     from robota.datasets.torch_loader import ChunkDataset
 
-    return ChunkDataset(config.dataset, chunk_size=config.chunk_size)
+    if config.val_fraction == 0:
+        return ChunkDataset(config.dataset, chunk_size=config.chunk_size), None
+    episodes = open_dataset(config.dataset).num_episodes
+    held_out = max(1, round(episodes * config.val_fraction))
+    if held_out >= episodes:
+        raise SpecError(
+            f"val_fraction {config.val_fraction} holds out all {episodes} episodes of "
+            f"{config.dataset}; lower it or record more episodes"
+        )
+    train_set = ChunkDataset(config.dataset, chunk_size=config.chunk_size, episodes=range(episodes - held_out))
+    val_set = ChunkDataset(
+        config.dataset, chunk_size=config.chunk_size, episodes=range(episodes - held_out, episodes)
+    )
+    return train_set, val_set
+
+
+def _split_tail(dataset: Dataset, fraction: float) -> tuple[Dataset, Dataset | None]:
+    """Hold out the last `fraction` of a factory's samples, keeping its attributes on the rest."""
+    if fraction == 0:
+        return dataset, None
+    from torch.utils.data import Subset
+
+    held_out = max(1, round(len(dataset) * fraction))
+    train_set = Subset(dataset, range(len(dataset) - held_out))
+    for attribute in ("spec", "stats", "fingerprint"):
+        setattr(train_set, attribute, getattr(dataset, attribute, None))
+    return train_set, Subset(dataset, range(len(dataset) - held_out, len(dataset)))
 
 
 def _build_policy(config: TrainConfig, dataset: Dataset) -> torch.nn.Module:
@@ -225,98 +495,6 @@ def _resolve(config: TrainConfig, policy: torch.nn.Module) -> TrainConfig:
         if config.weight_decay is not None
         else policy.config.optimizer_weight_decay,
     )
-
-
-def _make_schedule(
-    optimizer: torch.optim.Optimizer, config: TrainConfig
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup to the peak learning rate, then a cosine decay to `min_lr_ratio` of it."""
-    import torch
-
-    warmup = min(config.warmup_steps, config.steps // 2)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, config.steps - warmup)
-        cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        return config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _endless_batches(dataset: Dataset, config: TrainConfig) -> Iterator[dict[str, torch.Tensor]]:
-    """Yield shuffled batches on the training device, epoch after epoch, in a seeded order."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    if len(dataset) == 0:
-        raise RobotaError(
-            f"training dataset {config.dataset} has no samples; record or convert episodes first"
-        )
-    generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        shuffle=True,
-        drop_last=len(dataset) >= config.batch_size,
-        num_workers=config.num_workers,
-        generator=generator,
-        worker_init_fn=_seed_worker,
-        persistent_workers=config.num_workers > 0,
-    )
-    device = torch.device(config.device)
-    while True:
-        for batch in loader:
-            yield {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-
-
-def _seed_worker(worker_id: int) -> None:
-    import torch
-
-    seed = torch.initial_seed() % 2**32  # DataLoader seeds each worker's torch from the generator.
-    random.seed(seed)
-    np.random.seed(seed)
-
-
-def _run_steps(
-    policy: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    schedule: torch.optim.lr_scheduler.LambdaLR,
-    batches: Iterator[dict[str, torch.Tensor]],
-    config: TrainConfig,
-    progress: ProgressCallback | None,
-) -> None:
-    """Run `config.steps` optimiser steps, reporting every `log_every` steps and at the end."""
-    import torch
-
-    policy.train()
-    started = time.perf_counter()
-    for step in range(1, config.steps + 1):
-        losses = policy(next(batches))
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.grad_clip_norm)
-        if not torch.isfinite(losses["loss"]):
-            raise RobotaError(
-                f"training loss became {losses['loss'].item()} at step {step}; "
-                "lower the learning rate "
-                f"(now {schedule.get_last_lr()[0]:.2e}) or check the dataset statistics for zeros"
-            )
-        optimizer.step()
-        schedule.step()
-
-        if step % config.log_every == 0 or step == config.steps:
-            elapsed = time.perf_counter() - started
-            metrics = {key: float(value.detach()) for key, value in losses.items()}
-            metrics.update(
-                lr=schedule.get_last_lr()[0], grad_norm=float(grad_norm), step_s=elapsed / step
-            )
-            logger.info(
-                "step %d/%d loss %.4f lr %.2e", step, config.steps, metrics["loss"], metrics["lr"]
-            )
-            if progress is not None:
-                progress(step, metrics)
 
 
 def _dataset_fingerprint(dataset: Any, root: Path) -> str | None:

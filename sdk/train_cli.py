@@ -1,0 +1,147 @@
+"""The `robota train` and `robota plot` subcommands.
+
+`register(commands)` adds both to the `robota` CLI's subparsers, replacing an earlier `train`.
+The module also runs alone, which is how torchrun starts it on every process:
+
+    torchrun --nproc-per-node 2 -m robota.train_cli train --config train.toml steps=500
+
+Settings apply in this order: the TOML file of `--config`, the flags, then `KEY=VALUE`
+overrides such as `policy.dim_model=64`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from robota import console
+from robota.errors import RobotaError
+
+logger = logging.getLogger("robota.cli")
+
+# Flag destinations and the TrainConfig fields they set.
+_FLAGS = {
+    "dataset": "dataset",
+    "output": "output",
+    "policy": "policy",
+    "steps": "steps",
+    "batch_size": "batch_size",
+    "seed": "seed",
+    "device": "device",
+    "checkpoint_every": "checkpoint_every",
+    "eval_every": "eval_every",
+    "eval_episodes": "eval_episodes",
+}
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the `train` and `plot` subcommands to `commands`, replacing existing ones."""
+    for name in ("train", "plot"):
+        _remove_subcommand(commands, name)
+    _add_train(commands)
+    p = commands.add_parser("plot", help="render a training run's curves to a PNG")
+    p.add_argument("run", type=Path, help="run folder that `robota train` wrote")
+    p.add_argument("--output", type=Path, help="PNG to write (default: RUN/curves.png)")
+    p.set_defaults(handler=_cmd_plot)
+
+
+def _remove_subcommand(commands: argparse._SubParsersAction, name: str) -> None:
+    # argparse has no public way to drop a subparser, so edit the name map and the help list.
+    if name in commands.choices:
+        del commands.choices[name]
+        commands._choices_actions = [a for a in commands._choices_actions if a.dest != name]
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "train",
+        help="train a policy on a dataset (alone, or under torchrun)",
+        description="Train a policy. Settings come from --config, then the flags, then "
+        "KEY=VALUE overrides (a TrainConfig field or policy.FIELD).",
+    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. steps=500 policy.dim_model=64")
+    p.add_argument("--config", type=Path, help="TOML config file")
+    p.add_argument("--dataset", type=Path, help="dataset folder")
+    p.add_argument("--policy", help="policy type (default: act)")
+    p.add_argument("--output", type=Path, help="run folder to write; its top level is the final checkpoint")
+    p.add_argument("--steps", type=int, help="optimiser steps (default: 3000)")
+    p.add_argument("--batch-size", type=int, help="samples per step and process (default: 32)")
+    p.add_argument("--seed", type=int, help="random seed (default: 0)")
+    p.add_argument("--device", help="torch device: cpu or cuda (default: cpu)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest training checkpoint in --output")
+    p.add_argument("--checkpoint-every", type=int, help="steps between training checkpoints (0: final only)")
+    p.add_argument("--eval-every", type=int, help="steps between rollouts in the twin (default: 0, off)")
+    p.add_argument("--eval-episodes", type=int, help="episodes per rollout evaluation (default: 3)")
+    p.set_defaults(handler=_cmd_train)
+
+
+def build_train_config(args: argparse.Namespace) -> Any:
+    """Build the TrainConfig of a parsed `train` command line."""
+    from robota.train_config import apply_overrides, config_from_dict, read_config_file
+
+    values: dict[str, Any] = read_config_file(args.config) if args.config is not None else {}
+    for destination, field in _FLAGS.items():
+        value = getattr(args, destination, None)
+        if value is None:
+            continue
+        if field == "policy" and isinstance(values.get("policy"), dict):
+            values["policy"] = {**values["policy"], "type": value}
+        else:
+            values[field] = str(value) if isinstance(value, Path) else value
+    if args.resume:
+        values["resume"] = True
+    return config_from_dict(apply_overrides(values, args.overrides))
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from robota.train import train
+    from robota.train_dist import env_rank
+
+    config = build_train_config(args)
+    if env_rank() != 0:  # Only rank 0 logs and prints; the others report errors alone.
+        logging.getLogger("robota").setLevel(logging.ERROR)
+        train(config)
+        return 0
+    with console.progress("train", config.steps) as bar:
+        last = [0]
+
+        def report(step: int, metrics: dict) -> None:
+            bar.advance(step - last[0], loss=float(metrics.get("loss", float("nan"))))
+            last[0] = step
+
+        output = train(config, progress=report)
+    print(f"wrote checkpoint {output}")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from robota.plot import plot_run
+
+    print(f"wrote {plot_run(args.run, args.output)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `train` or `plot` as the `robota` CLI would, and return the exit status."""
+    parser = argparse.ArgumentParser(prog="robota", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register(commands)
+    args = parser.parse_args(argv)
+    console.configure_logging(args.verbose)
+    try:
+        return args.handler(args)
+    except RobotaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
