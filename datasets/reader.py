@@ -142,8 +142,7 @@ class DatasetReader:
             raise DatasetError(f"no episode files under {folder}; the dataset folder is incomplete")
         tables = []
         for path in files:
-            names = [n for n in pq.read_schema(path).names if not n.startswith("stats/")]
-            tables.append(self._read(str(path.relative_to(self.root)), lambda p: pq.read_table(p, columns=names)))
+            tables.append(self._read(str(path.relative_to(self.root)), _read_episode_rows))
         table = pa.concat_tables(tables, promote_options="default")
         rows = sorted(table.to_pylist(), key=lambda row: row["episode_index"])
         if [row["episode_index"] for row in rows] != list(range(len(rows))):
@@ -323,6 +322,12 @@ class DatasetReader:
             )
         timestamps = from_s + column_to_numpy(rows["timestamp"]).astype(np.float64)
         return decode_at_timestamps(path, timestamps, TIMESTAMP_TOLERANCE_S)
+
+
+def _read_episode_rows(path: Path) -> pa.Table:
+    """Read an episode table file without its flattened per-episode statistics."""
+    names = [n for n in pq.read_schema(path).names if not n.startswith("stats/")]
+    return pq.read_table(path, columns=names)
 
 
 def _load_info(root: Path) -> dict[str, Any]:
