@@ -8,7 +8,9 @@ be read-only), keyed by the dataset's content fingerprint:
     <cache_dir>/<fingerprint>/<image key>/episode_000000.npy     uint8 (frames, height, width, 3)
 
 `cache_dir` defaults to `$ROBOTA_CACHE_DIR/frames`, or `~/.cache/robota/frames` when the
-variable is unset.
+variable is unset. The fingerprint itself is recorded in `<cache_dir>/fingerprints/` and reused
+while no dataset file changed (see `robota.datasets.summary.cached_fingerprint`), so
+constructing a ChunkDataset again does not read the whole dataset.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ from torch.utils.data import Dataset
 
 from robota.datasets.reader import DatasetReader, open_dataset
 from robota.datasets.layout import column_to_numpy
-from robota.datasets.summary import fingerprint
+from robota.datasets.summary import cached_fingerprint
 from robota.errors import DatasetError
 from robota.spec import ACTION, TASK_TOKENS, encode_instruction
 
 logger = logging.getLogger(__name__)
 
 ACTION_IS_PAD = "action_is_pad"
+OBSERVATION_IS_PAD = "observation_is_pad"
 
 
 def default_cache_dir() -> Path:
@@ -56,6 +59,17 @@ class ChunkDataset(Dataset):
 
     Past the episode's end the chunk repeats the last action and marks it as padding.
 
+    With `n_obs_steps` > 1 each item also carries the observation history, oldest first:
+
+    | key | dtype | shape |
+    |---|---|---|
+    | each image key | uint8 | (n_obs_steps, height, width, 3): frames t − n_obs_steps + 1 .. t |
+    | each vector observation key | float32 | (n_obs_steps, dim) |
+    | `observation_is_pad` | bool | (n_obs_steps,), True before the episode's first frame |
+
+    Before the episode's start the history repeats the first frame and marks it as padding.
+    With `n_obs_steps` = 1 the items are exactly as in the first table.
+
     Attributes:
         spec: The dataset's feature spec, or None for a dataset that robota did not write.
         stats: The dataset's statistics, {feature: {stat: array}}.
@@ -68,10 +82,11 @@ class ChunkDataset(Dataset):
         cache_dir: Folder for decoded-frame caches; see the module docstring for the default.
             It must lie outside the dataset folder.
         episodes: Episode indices to use; all when None.
+        n_obs_steps: Observation frames per item, the current one included.
 
     Raises:
-        DatasetError: Invalid chunk size or episode index, the cache folder is inside the
-            dataset, or the dataset has no `action` feature.
+        DatasetError: Invalid chunk size, history length or episode index, the cache folder
+            is inside the dataset, or the dataset has no `action` feature.
     """
 
     def __init__(
@@ -81,13 +96,17 @@ class ChunkDataset(Dataset):
         *,
         cache_dir: str | Path | None = None,
         episodes: Sequence[int] | None = None,
+        n_obs_steps: int = 1,
     ):
         reader = root_or_reader if isinstance(root_or_reader, DatasetReader) else open_dataset(root_or_reader)
         if chunk_size < 1:
             raise DatasetError(f"chunk_size must be at least 1, got {chunk_size}")
+        if n_obs_steps < 1:
+            raise DatasetError(f"n_obs_steps must be at least 1 (the current frame), got {n_obs_steps}")
         if ACTION not in reader.features:
             raise DatasetError(f"{reader.root} has no {ACTION!r} feature; features: {list(reader.features)}")
         self.chunk_size = int(chunk_size)
+        self.n_obs_steps = int(n_obs_steps)
         self.spec = reader.spec
         self.stats = reader.stats
         self.image_keys = reader.image_keys
@@ -102,10 +121,9 @@ class ChunkDataset(Dataset):
 
         self._load_rows(reader)
         self.root = reader.root
-        # NOTE: the fingerprint reads every byte of the dataset on each construction. sha256 ran at
-        # about 1.7 GB/s on a 2-core CPU, plus the disk read time for datasets not in page cache.
-        self.fingerprint = fingerprint(reader.root)
-        self.cache_path = _resolve_cache(reader.root, cache_dir) / self.fingerprint
+        cache_base = _resolve_cache(reader.root, cache_dir)
+        self.fingerprint = cached_fingerprint(reader.root, cache_base)
+        self.cache_path = cache_base / self.fingerprint
         self._build_cache(reader)
         self._memmaps: dict[tuple[int, str], np.ndarray] = {}
 
@@ -161,13 +179,22 @@ class ChunkDataset(Dataset):
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} is out of range for {len(self)} frames")
         position = int(np.searchsorted(self._ends, i, side="right"))
-        end = int(self._ends[position])
+        start, end = int(self._starts[position]), int(self._ends[position])
         item: dict[str, torch.Tensor] = {}
-        for key in self.image_keys:
-            frame_index = i - int(self._starts[position])
-            item[key] = torch.from_numpy(np.array(self._frames(position, key)[frame_index]))
-        for key in self.vector_keys:
-            item[key] = torch.from_numpy(self._columns[key][i])
+        if self.n_obs_steps == 1:
+            for key in self.image_keys:
+                item[key] = torch.from_numpy(np.array(self._frames(position, key)[i - start]))
+            for key in self.vector_keys:
+                item[key] = torch.from_numpy(self._columns[key][i])
+        else:
+            history = np.arange(i - self.n_obs_steps + 1, i + 1)
+            clamped = np.maximum(history, start)
+            for key in self.image_keys:
+                frames = self._frames(position, key)[clamped - start]  # (n_obs, height, width, 3)
+                item[key] = torch.from_numpy(np.ascontiguousarray(frames))
+            for key in self.vector_keys:
+                item[key] = torch.from_numpy(self._columns[key][clamped])  # (n_obs, dim)
+            item[OBSERVATION_IS_PAD] = torch.from_numpy(history < start)
         item[TASK_TOKENS] = torch.from_numpy(self._task_tokens[self._columns["task_index"][i]])
 
         steps = np.arange(i, i + self.chunk_size)

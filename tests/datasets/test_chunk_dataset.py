@@ -136,3 +136,61 @@ def test_corrupt_cache_file_rebuilt(read_only_dataset: Path, tmp_path: Path) -> 
     rebuilt = ChunkDataset(read_only_dataset, 2, cache_dir=tmp_path / "cache")
     np.testing.assert_array_equal(rebuilt[9][WRIST].numpy(), dataset[9][WRIST].numpy())
     assert np.load(cached).shape == (4, 32, 32, 3)
+
+
+def test_observation_history_padding(read_only_dataset: Path, tmp_path: Path, small_spec) -> None:
+    dataset = ChunkDataset(read_only_dataset, 2, cache_dir=tmp_path / "cache", n_obs_steps=3)
+    single = ChunkDataset(read_only_dataset, 2, cache_dir=tmp_path / "cache")
+
+    item = dataset[1]  # frame 1 of episode 0: the history starts one frame before the episode
+    states = np.stack([make_frame(small_spec, 0, step)["observation.state"] for step in (0, 0, 1)])
+    np.testing.assert_array_equal(item["observation.state"].numpy(), states)
+    assert item["observation_is_pad"].tolist() == [True, False, False]
+    assert item[WRIST].shape == (3, 32, 32, 3)
+    np.testing.assert_array_equal(item[WRIST][0].numpy(), single[0][WRIST].numpy())
+    np.testing.assert_array_equal(item[WRIST][2].numpy(), single[1][WRIST].numpy())
+    np.testing.assert_array_equal(item["action"].numpy(), single[1]["action"].numpy())
+
+    item = dataset[7]  # frame 1 of episode 1: the history stays inside episode 1
+    np.testing.assert_array_equal(item["observation.state"][:, 0].numpy(), [1000, 1000, 1001])
+    assert item["observation_is_pad"].tolist() == [True, False, False]
+    assert not dataset[9]["observation_is_pad"].any()
+
+
+def test_single_step_contract_unchanged(read_only_dataset: Path, tmp_path: Path) -> None:
+    item = ChunkDataset(read_only_dataset, 2, cache_dir=tmp_path / "cache", n_obs_steps=1)[3]
+    assert "observation_is_pad" not in item
+    assert item["observation.state"].shape == (7,)
+    assert item[WRIST].shape == (32, 32, 3)
+
+
+def test_history_with_two_workers(read_only_dataset: Path, tmp_path: Path) -> None:
+    dataset = ChunkDataset(read_only_dataset, 3, cache_dir=tmp_path / "cache", n_obs_steps=2)
+    in_workers = list(DataLoader(dataset, batch_size=4, num_workers=2, shuffle=False))
+    in_process = list(DataLoader(dataset, batch_size=4, num_workers=0, shuffle=False))
+    assert in_workers[0][WRIST].shape == (4, 2, 32, 32, 3)
+    assert in_workers[0]["observation_is_pad"].shape == (4, 2)
+    for batch, expected in zip(in_workers, in_process, strict=True):
+        for key in expected:
+            torch.testing.assert_close(batch[key], expected[key], msg=key)
+
+
+def test_fingerprint_reused_until_a_file_changes(recorded: Path, tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    root = Path(shutil.copytree(recorded, tmp_path / "copy"))
+    first = ChunkDataset(root, 2, cache_dir=tmp_path / "cache").fingerprint
+    assert first == fingerprint(root)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("fingerprint recomputed although no file changed")
+
+    monkeypatch.setattr("robota.datasets.summary.fingerprint", fail)
+    assert ChunkDataset(root, 2, cache_dir=tmp_path / "cache").fingerprint == first
+    monkeypatch.undo()
+
+    stats = root / "meta/stats.json"
+    stats.write_text(stats.read_text().replace("[", "[ ", 1))  # same data, other bytes
+    changed = ChunkDataset(root, 2, cache_dir=tmp_path / "cache").fingerprint
+    assert changed != first
+    assert changed == fingerprint(root)
