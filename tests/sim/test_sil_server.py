@@ -382,3 +382,50 @@ def test_unsubscribe_stops_messages(client: BridgeClient) -> None:
     _, frames = client.call("/robota/step")
 
     assert published(frames, "/joint_states") == []
+
+
+def test_expert_episode_through_server(ros: Any) -> None:
+    """The scripted expert, fed only by ROS messages, repeats its in-process episode exactly."""
+    from robota.sim import make_env
+    from robota.sim.expert import PickPlaceExpert
+    from robota.sim.rollout import run_episode
+    from robota.spec import OBS_PART_POSE, OBS_STATE
+
+    seed = 11
+    env = make_env("pick-place", render_images=False)
+    reference = run_episode(env, PickPlaceExpert(env), seed=seed)
+    # The expert reads only the model (for IK) and the bin's fixed position from `env`.
+    expert = PickPlaceExpert(env)
+    joint_states = subscribe_inbox(ros, "/joint_states", "sensor_msgs/msg/JointState")
+    part_poses = subscribe_inbox(ros, "/part_pose", "geometry_msgs/msg/Pose2D")
+    arm_commands = roslibpy.Topic(
+        ros, "/forward_position_controller/commands", "std_msgs/msg/Float64MultiArray"
+    )
+    gripper_commands = roslibpy.Topic(
+        ros, "/gripper_controller/commands", "std_msgs/msg/Float64MultiArray"
+    )
+
+    call(ros, "/robota/reset", {"seed": seed})
+    expert.reset()
+    received = len(joint_states.messages)
+    for steps in range(1, reference.steps + 10):
+        joint_state = joint_states.wait_for(received)[-1]
+        part_pose = part_poses.wait_for(received)[-1]
+        observation = {
+            OBS_STATE: np.asarray(joint_state["position"], dtype=np.float32),
+            OBS_PART_POSE: np.asarray(
+                [part_pose["x"], part_pose["y"], part_pose["theta"]], dtype=np.float32
+            ),
+        }
+        action = expert(observation)
+        arm_commands.publish(roslibpy.Message({"data": action[:6].tolist()}))
+        gripper_commands.publish(roslibpy.Message({"data": [float(action[6])]}))
+        status = call(ros, "/robota/step")
+        received += 1
+        if status["terminated"] or status["truncated"]:
+            break
+
+    assert status["terminated"] is True
+    assert status["is_success"] is True
+    assert steps == reference.steps
+    assert reference.success is True
