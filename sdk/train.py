@@ -257,7 +257,12 @@ class _Run:
         if self.context.device.type == "cuda":
             torch.cuda.synchronize(self.context.device)
         finished = time.perf_counter()
-        return {**terms, "grad_norm": grad_norm, "data_s": loaded - started, "update_s": finished - loaded}
+        return {
+            **terms,
+            "grad_norm": grad_norm,
+            "data_s": loaded - started,
+            "update_s": finished - loaded,
+        }
 
     def _forward_backward(self, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
         """Sum the gradients of the micro-batches; return their mean loss terms."""
@@ -294,7 +299,8 @@ class _Run:
     def _report(self, step: int, means: dict[str, float], progress: ProgressCallback | None) -> None:
         from robota.train_dist import mean_across
 
-        means = mean_across(self.context, means)
+        averaged = mean_across(self.context, means)
+        means = {key: averaged[key] for key in means}  # The step's order, loss terms first.
         step_s = means["data_s"] + means["update_s"]
         means.update(
             lr=self.schedule.get_last_lr()[0],
