@@ -18,10 +18,10 @@ Feature mapping:
 | `obs/<key>` (T,) or (T, d) | `observation.<key>`, float32 |
 | `states` | `observation.sim_state`, float32 (a replay needs the float64 source) |
 | `states` of a Panda, raw robosuite files only | `observation.state`: 7 arm joints (rad), then the finger gap (m) |
-| `rewards` | `next.reward` |
 | `actions` | `action`: the arm controller's command, then the gripper command |
 
-`next_obs` repeats `obs` one step later, so it is not stored. The environment metadata
+`next_obs` repeats `obs` one step later, so it is not stored; `rewards` and `dones` are not
+stored either, because robota's policies learn from actions only. The environment metadata
 (`env_info` or `env_args`) and the demo's `model_file` go into each episode's metadata.
 """
 
@@ -50,7 +50,6 @@ from robota.spec import ACTION, OBS_IMAGES, OBS_STATE, TASK, FeatureSpec, Spec
 logger = logging.getLogger(__name__)
 
 SIM_STATE = "observation.sim_state"
-REWARD = "next.reward"
 IMAGE_SUFFIX = "_image"
 
 # Command axes of robosuite's arm controllers, before the gripper command. OSC deltas are
