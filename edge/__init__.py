@@ -5,6 +5,12 @@ Modules:
     bundle: `load_bundle` verifies a bundle and runs its model with ONNX Runtime.
     policy: `BundlePolicy` turns action chunks into one action per control step.
     runtime: `ControlLoop` runs a policy at a fixed rate.
+    executor: `AsyncExecutor` runs a bundle at a fixed rate with asynchronous inference and
+        temporal ensembling of action chunks.
+    safety: `SafetyFilter` limits every action and holds on stale sensors or excess wrench.
+    kinematics: numpy forward kinematics from DH parameters, for the workspace check.
+    ros: `RosBridgeIO` reads sensor topics and publishes commands through rosbridge.
+    recorder: `EdgeLogWriter` logs every executed tick for import as a dataset.
     signing: Ed25519 signatures over the manifest.
     synthetic: observations drawn from a spec, for benchmarks and checks without data.
     cli: the `robota-edge` command.

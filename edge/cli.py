@@ -7,12 +7,16 @@ Commands:
     bench --bundle BUNDLE: time batch-1 inference on observations synthesised from the spec.
     keygen: write a new Ed25519 key pair for signing bundles.
     sign BUNDLE: sign a bundle's manifest with a private key.
+    run --bundle BUNDLE --ros ws://HOST:PORT: drive a robot (or the twin's rosbridge endpoint)
+        with the bundle through the asynchronous executor and the safety filter.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -112,7 +116,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.iterations < 1 or args.warmup < 0:
         print("error: --iterations must be >= 1 and --warmup >= 0", file=sys.stderr)
         return 2
-    bundle = load_bundle(args.bundle, intra_op_threads=args.threads)
+    bundle = load_bundle(args.bundle, intra_op_threads=args.threads, variant=args.variant)
     observations = synthesize_observations(bundle.spec, 16, seed=args.seed)
     feeds = [build_policy_inputs(bundle.spec, [o]) for o in observations]
 
@@ -130,6 +134,72 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         f"runs: p50 {p50:.3f} ms, p99 {p99:.3f} ms, mean {durations_s.mean() * 1e3:.3f} ms"
     )
     return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from robota.edge.executor import AsyncExecutor
+    from robota.edge.recorder import EdgeLogWriter
+    from robota.edge.ros import RESET_SERVICE, RosBridgeIO
+
+    if args.max_steps is not None and args.max_steps < 0:
+        print("error: --max-steps must be >= 0", file=sys.stderr)
+        return 2
+    if args.duration is not None and not args.duration >= 0:
+        print("error: --duration must be >= 0 seconds", file=sys.stderr)
+        return 2
+    if args.rate is not None and not (math.isfinite(args.rate) and args.rate > 0):
+        print("error: --rate must be a positive number of Hz", file=sys.stderr)
+        return 2
+    bundle = load_bundle(
+        args.bundle, intra_op_threads=args.threads, trusted_keys=args.trusted_key, variant=args.variant
+    )
+    rate_hz = float(args.rate or bundle.spec.fps)
+    if rate_hz != bundle.spec.fps:
+        logger.warning(
+            "running at %.1f Hz, but the policy was trained at %d Hz; its actions will play "
+            "back faster or slower than recorded", rate_hz, bundle.spec.fps,
+        )
+    bridge = RosBridgeIO(args.ros, bundle.spec, task=args.task, camera_transport=args.camera_transport)
+    recorder = EdgeLogWriter(args.record, bundle.spec, bundle=str(args.bundle)) if args.record else None
+    bridge.connect()
+    try:
+        if args.reset:
+            print(f"{RESET_SERVICE}: {bridge.call_trigger(RESET_SERVICE)}")
+        executor = AsyncExecutor(
+            bundle,
+            bridge.read_frame,
+            bridge.send_command,
+            rate_hz=rate_hz,
+            ensemble_decay=None if args.no_ensemble else args.ensemble_decay,
+            recorder=recorder,
+        )
+        previous_handler = signal.signal(signal.SIGINT, lambda *_: executor.stop())
+        try:
+            stats = executor.run(max_ticks=args.max_steps, duration_s=args.duration)
+        finally:
+            signal.signal(signal.SIGINT, previous_handler)
+    finally:
+        bridge.close()
+        if recorder is not None:
+            recorder.close()
+    _print_run_stats(stats, bridge)
+    return 0
+
+
+def _print_run_stats(stats, bridge) -> None:
+    loop = stats.loop
+    interventions = ", ".join(f"{k} {v}" for k, v in sorted(stats.interventions.items())) or "none"
+    _print_rows(
+        [
+            ("ticks", f"{loop.ticks} in {loop.duration_s:.1f} s, {loop.overruns} overruns"),
+            ("commands", f"{bridge.commands_sent} sent, {bridge.commands_dropped} dropped while disconnected"),
+            ("holds", f"{stats.holds} ({stats.no_action_ticks} without a ready action)"),
+            ("interventions", interventions),
+            ("inference", f"{stats.predictions} chunks, p50 {stats.inference_p50_ms:.2f} ms, p99 {stats.inference_p99_ms:.2f} ms"),
+            ("tick overhead", f"p50 {stats.tick_overhead_p50_ms:.3f} ms, p99 {stats.tick_overhead_p99_ms:.3f} ms"),
+            ("jitter", f"p99 {loop.jitter_p99_ms:.2f} ms"),
+        ]
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,7 +225,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default: 10)")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: ORT's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthesised observations")
+    p.add_argument("--variant", help="model variant to time instead of policy.onnx: fp16 or int8")
     p.set_defaults(handler=_cmd_bench)
+
+    p = commands.add_parser("run", help="drive a robot over rosbridge with a bundle")
+    p.add_argument("--bundle", type=Path, required=True, help="bundle folder")
+    p.add_argument("--ros", required=True, help="rosbridge websocket, ws://HOST:PORT")
+    p.add_argument("--rate", type=float, help="control rate in Hz (default: the bundle's fps)")
+    p.add_argument("--max-steps", type=int, help="stop after this many control ticks")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--task", help="instruction for the policy (default: read from /task)")
+    p.add_argument("--variant", help="model variant to run instead of policy.onnx: fp16 or int8")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: ORT's)")
+    p.add_argument(
+        "--trusted-key", type=Path, action="append", help="Ed25519 public key (PEM) the bundle must be signed with"
+    )
+    p.add_argument(
+        "--camera-transport",
+        choices=("compressed", "raw"),
+        default="compressed",
+        help="images as CompressedImage on /camera/NAME/image/compressed (default) or rgb8 Image on /camera/NAME/image",
+    )
+    p.add_argument(
+        "--ensemble-decay",
+        type=float,
+        default=0.01,
+        help="weight decay m of the temporal ensembling, exp(-m*i) with i=0 the oldest chunk (default: 0.01)",
+    )
+    p.add_argument("--no-ensemble", action="store_true", help="execute the newest chunk alone")
+    p.add_argument("--record", type=Path, help="write an edge log of every tick into this folder")
+    p.add_argument("--reset", action="store_true", help="call /robota/reset before the first tick")
+    p.set_defaults(handler=_cmd_run)
 
     p = commands.add_parser("keygen", help="write a new Ed25519 key pair for signing bundles")
     p.add_argument("--private-key", type=Path, required=True, help="private key file to create")

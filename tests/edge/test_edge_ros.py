@@ -142,3 +142,37 @@ def test_ros_connect_timeout_names_url() -> None:
     bridge = ros.RosBridgeIO(url, SPEC)
     with pytest.raises(RobotaError, match="timed out"):
         bridge.connect(timeout_s=1.0)
+
+
+def test_cli_run_against_fake_bridge(exported_bundle, server: FakeRosbridgeServer, tmp_path, capsys) -> None:
+    import threading
+
+    from robota.edge import cli
+    from robota.edge.recorder import read_edge_episode
+
+    stop = threading.Event()
+
+    def publish_until_stopped() -> None:
+        while not stop.is_set():
+            publish_sensors(server)
+            stop.wait(0.02)
+
+    publisher = threading.Thread(target=publish_until_stopped, daemon=True)
+    publisher.start()
+    try:
+        argv = ["run", "--bundle", str(exported_bundle), "--ros", server.url, "--rate", "50"]
+        status = cli.main([*argv, "--max-steps", "40", "--record", str(tmp_path / "log")])
+    finally:
+        stop.set()
+        publisher.join(TIMEOUT_S)
+
+    assert status == 0
+    output = capsys.readouterr().out
+    assert "ticks" in output
+    assert "interventions" in output
+    commands = server.ops("publish", ros.ARM_COMMAND_TOPIC)
+    assert commands, "the run sent no arm command"
+    assert all(len(m["msg"]["data"]) == 6 for m in commands)
+    episode = read_edge_episode(tmp_path / "log" / "episode_000000")
+    assert episode["action"].shape[1] == 7
+    assert len(episode["action"]) >= 1
