@@ -1,9 +1,10 @@
 """Train a policy on a dataset and save a checkpoint, alone or data-parallel under torchrun.
 
 `train(TrainConfig(dataset=..., output=...))` seeds everything, loads the dataset as chunks of
-future actions, builds the policy from the registry with the dataset's statistics, runs AdamW with
-a linear warmup and a cosine decay, and writes a run folder (see `robota.train_state`): the final
-checkpoint at its top, training-state checkpoints to resume from, metrics and the resolved config.
+future actions and builds the policy from the registry with the dataset's statistics. It runs
+AdamW with a linear warmup and a cosine decay and writes a run folder (see `robota.train_state`):
+the final checkpoint at its top, training-state checkpoints to resume from, metrics and the
+resolved config.
 
 Under `torchrun --nproc-per-node N`, each process trains a `DistributedDataParallel` copy on its
 shard of the data (gloo on the CPU, NCCL on GPUs), the peak learning rate is scaled with the
@@ -73,7 +74,7 @@ def train(
         The run folder, `config.output`, whose top level is a loadable checkpoint.
 
     Raises:
-        CheckpointError: `config.output` is a file or a folder with other files, or holds
+        CheckpointError: `config.output` is a file or a folder with other files, or contains
             training checkpoints while `resume` is off; checked before the first step, so no
             training run is lost to it.
     """
@@ -97,13 +98,13 @@ class _Run:
     def __init__(self, config: TrainConfig, context: DistributedContext, factory: DatasetFactory | None):
         import torch
 
-        from robota.train_loop import BatchStream, Precision, make_average, make_schedule
+        from robota.train_loop import BatchStream, Precision, build_datasets, make_average, make_schedule
         from robota.train_state import check_run_folder
 
         check_run_folder(config.output, resume=config.resume)
         self.context = context
         _seed_everything(config.seed)
-        self.train_set, self.val_set = _build_datasets(config, factory)
+        self.train_set, self.val_set = build_datasets(config, factory)
         self.policy = _build_policy(config, self.train_set).to(context.device)
         if context.distributed:  # Same initial weights everywhere, different dropout masks.
             torch.manual_seed(config.seed + context.rank)
@@ -323,7 +324,7 @@ class _Run:
             progress(step, means)
 
     def _deploy_policy(self) -> torch.nn.Module:
-        """The weights to evaluate and ship: the moving average if one is kept."""
+        """Return the weights to evaluate and ship: the moving average if one is kept."""
         return self.average.module if self.average is not None else self.policy
 
     def _save_state(self, step: int) -> None:
@@ -436,42 +437,6 @@ def _lr_scale(config: TrainConfig, effective_batch: int) -> float:
     from robota.train_dist import lr_scale
 
     return lr_scale(config.lr_scaling, effective_batch, config.batch_size)
-
-
-def _build_datasets(config: TrainConfig, factory: DatasetFactory | None) -> tuple[Dataset, Dataset | None]:
-    """Build the training samples and, with `val_fraction`, the held-out validation samples."""
-    if factory is not None:
-        return _split_tail(factory(config), config.val_fraction)
-    from robota.datasets import open_dataset
-    from robota.datasets.torch_loader import ChunkDataset
-
-    if config.val_fraction == 0:
-        return ChunkDataset(config.dataset, chunk_size=config.chunk_size), None
-    episodes = open_dataset(config.dataset).num_episodes
-    held_out = max(1, round(episodes * config.val_fraction))
-    if held_out >= episodes:
-        raise SpecError(
-            f"val_fraction {config.val_fraction} holds out all {episodes} episodes of "
-            f"{config.dataset}; lower it or record more episodes"
-        )
-    train_set = ChunkDataset(config.dataset, chunk_size=config.chunk_size, episodes=range(episodes - held_out))
-    val_set = ChunkDataset(
-        config.dataset, chunk_size=config.chunk_size, episodes=range(episodes - held_out, episodes)
-    )
-    return train_set, val_set
-
-
-def _split_tail(dataset: Dataset, fraction: float) -> tuple[Dataset, Dataset | None]:
-    """Hold out the last `fraction` of a factory's samples, keeping its attributes on the rest."""
-    if fraction == 0:
-        return dataset, None
-    from torch.utils.data import Subset
-
-    held_out = max(1, round(len(dataset) * fraction))
-    train_set = Subset(dataset, range(len(dataset) - held_out))
-    for attribute in ("spec", "stats", "fingerprint"):
-        setattr(train_set, attribute, getattr(dataset, attribute, None))
-    return train_set, Subset(dataset, range(len(dataset) - held_out, len(dataset)))
 
 
 def _build_policy(config: TrainConfig, dataset: Dataset) -> torch.nn.Module:

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class DistributedContext:
-    """Where this process stands in the training job.
+    """The rank, world size and device of this training process.
 
     Attributes:
         rank: Global rank, 0 when training alone.

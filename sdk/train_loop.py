@@ -2,7 +2,7 @@
 
 Data order: each epoch is a permutation drawn by `DistributedSampler` from `seed + epoch`
 (`set_epoch`), split across processes. A `BatchStream` counts the batches it handed out in the
-epoch, so a resumed run skips exactly those and sees the same batches as an uninterrupted one.
+epoch, so a resumed run skips exactly those and gets the same batches as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import contextlib
 import itertools
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
-from robota.errors import RobotaError
+from robota.errors import RobotaError, SpecError
 from robota.train_dist import DistributedContext
 
 
@@ -130,8 +130,6 @@ def validation_loss(
     autocast: contextlib.AbstractContextManager | Any,
 ) -> float:
     """Return the mean loss over the validation samples, each rank taking every n-th sample."""
-    from torch.utils.data import Subset
-
     shard = Subset(dataset, range(context.rank, len(dataset), context.world_size))
     loader = DataLoader(shard, batch_size=batch_size, generator=torch.Generator().manual_seed(0))
     was_training = policy.training
@@ -206,3 +204,37 @@ def make_average(policy: torch.nn.Module, decay: float | None) -> torch.optim.sw
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     return AveragedModel(policy, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def build_datasets(config: Any, factory: Callable[[Any], Dataset] | None) -> tuple[Dataset, Dataset | None]:
+    """Build the training samples and, with `val_fraction`, the held-out validation samples."""
+    if factory is not None:
+        return split_tail(factory(config), config.val_fraction)
+    from robota.datasets import open_dataset
+    from robota.datasets.torch_loader import ChunkDataset
+
+    if config.val_fraction == 0:
+        return ChunkDataset(config.dataset, chunk_size=config.chunk_size), None
+    episodes = open_dataset(config.dataset).num_episodes
+    held_out = max(1, round(episodes * config.val_fraction))
+    if held_out >= episodes:
+        raise SpecError(
+            f"val_fraction {config.val_fraction} holds out all {episodes} episodes of "
+            f"{config.dataset}; lower it or record more episodes"
+        )
+    train_set = ChunkDataset(config.dataset, chunk_size=config.chunk_size, episodes=range(episodes - held_out))
+    val_set = ChunkDataset(
+        config.dataset, chunk_size=config.chunk_size, episodes=range(episodes - held_out, episodes)
+    )
+    return train_set, val_set
+
+
+def split_tail(dataset: Dataset, fraction: float) -> tuple[Dataset, Dataset | None]:
+    """Hold out the last `fraction` of a factory's samples, keeping its attributes on the rest."""
+    if fraction == 0:
+        return dataset, None
+    held_out = max(1, round(len(dataset) * fraction))
+    train_set = Subset(dataset, range(len(dataset) - held_out))
+    for attribute in ("spec", "stats", "fingerprint"):
+        setattr(train_set, attribute, getattr(dataset, attribute, None))
+    return train_set, Subset(dataset, range(len(dataset) - held_out, len(dataset)))

@@ -1,9 +1,10 @@
 """Training curves: `metrics.csv` in the run folder and TensorBoard event files.
 
 Each row of `metrics.csv` is one report at a step. Training rows carry the loss terms, `lr`,
-`grad_norm`, `data_s` and `update_s` (mean seconds per step spent waiting for data and on the
-forward, backward and optimiser step), `step_s`, `samples_per_s` and `data_share` (the share of a
-step spent waiting for data), averaged over the steps since the previous row. Validation rows
+`grad_norm`, `step_s`, `samples_per_s`, `data_s`, `update_s` and `data_share`, averaged over the
+steps since the previous row. `data_s` is the time per step spent waiting for data, `update_s`
+the time of the forward and backward passes and the optimiser step, and `data_share` is
+`data_s / step_s`. Validation rows
 carry `val_loss`, rollout rows `eval_success_rate`; their other cells are empty.
 """
 
