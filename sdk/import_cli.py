@@ -4,7 +4,7 @@
 
     robota dataset import robomimic HDF5 DST [--fps HZ] [--filter-key NAME] [--task TEXT]
     robota dataset import rosbag BAG [BAG ...] DST --mapping FILE
-    robota dataset import lerobot SRC DST [--image-size HEIGHT WIDTH]
+    robota dataset import lerobot SRC DST [--image-size HEIGHT WIDTH] [--episodes INDEX ...]
     robota dataset inspect-bag BAG
 
 Each handler imports its module when it runs, prints one summary and returns the exit status.
@@ -47,7 +47,7 @@ def _cmd_import_lerobot(args: argparse.Namespace) -> int:
 
     output = import_lerobot(
         args.source, args.output, image_size=tuple(args.image_size) if args.image_size else None,
-        robot_name=args.robot, joint_unit=args.unit,
+        robot_name=args.robot, joint_unit=args.unit, episodes=args.episodes,
     )
     dataset = open_dataset(output)
     print(f"wrote {dataset.num_episodes} episodes, {dataset.num_frames} frames to {output} with a robota spec")
@@ -89,6 +89,7 @@ def register(dataset_subparsers: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--robot", help="robot name for the spec (default: the source's robot_type)")
     q.add_argument("--unit", help="unit of the state and action elements, for example rad")
+    q.add_argument("--episodes", type=int, nargs="+", metavar="INDEX", help="source episodes to copy (default: all)")
     q.set_defaults(handler=_cmd_import_lerobot)
 
     p = dataset_subparsers.add_parser("inspect-bag", help="list a ROS 2 bag's topics, types and counts")
