@@ -7,7 +7,7 @@ Both sides read the same dataset and the same random frame indices on one torch 
   each camera at the sample's frame (a seek to the keyframe before it, then decoding forward)
   plus the sample's numeric columns and action chunk.
 
-LeRobot's own loader is measured too when `lerobot` is importable; otherwise the script says so.
+LeRobot's own loader is measured too when `lerobot` is importable; otherwise the script prints why not.
 
 Usage:
     python benchmarks/dataset_loader.py                        # the SO-101 dataset in ROBOTA_TEST_DATA

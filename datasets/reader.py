@@ -48,7 +48,7 @@ _OPEN_DATA_FILES = 2
 def open_dataset(root: str | Path) -> DatasetReader:
     """Open a LeRobot v3.0 or v2.1 dataset folder for reading.
 
-    A folder that holds an interrupted robota recording (a `.recording/` staging folder and no
+    A folder that contains an interrupted robota recording (a `.recording/` staging folder and no
     meta/info.json) is finalised first: its saved episodes become the dataset, and the episode
     that was being recorded is dropped with a logged warning that gives its frame count.
 
