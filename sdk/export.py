@@ -39,12 +39,21 @@ from robota.edge.manifest import (
     Provenance,
     TensorInfo,
     Validation,
+    VariantInfo,
     file_sha256,
     write_manifest,
 )
+from robota.edge.safety import SafetyConfig
 from robota.edge.signing import load_private_key, sign_manifest
 from robota.edge.synthetic import synthesize_observations
-from robota.errors import BundleError, CheckpointError, DatasetError, MissingExtraError, ParityError
+from robota.errors import (
+    BundleError,
+    CheckpointError,
+    DatasetError,
+    MissingExtraError,
+    ParityError,
+    check_choice,
+)
 from robota.spec import ACTION, TASK, Spec, build_policy_inputs, policy_input_names
 
 logger = logging.getLogger(__name__)
@@ -83,6 +92,8 @@ def export_bundle(
     opset: int = 17,
     overwrite: bool = False,
     signing_key: Path | None = None,
+    variants: Sequence[str] = (),
+    safety: SafetyConfig | None = None,
 ) -> ExportResult:
     """Export a checkpoint folder to a bundle folder.
 
@@ -96,6 +107,11 @@ def export_bundle(
         overwrite: Replace `output` if it already contains a bundle.
         signing_key: Ed25519 private key (PEM file) to sign the manifest with; `None` leaves
             the bundle unsigned.
+        variants: Reduced-precision copies to add, from `fp16` and `int8` (see
+            `robota.quantize`); each is listed in the manifest with its sha256 and its max abs
+            error against `policy.onnx`.
+        safety: Limits of the edge safety filter to store in the manifest; `None` stores
+            `SafetyConfig.default_for(robot)`.
 
     Raises:
         MissingExtraError: torch or onnx is not installed.
@@ -121,6 +137,8 @@ def export_bundle(
         opset=opset,
         overwrite=overwrite,
         signing_key=signing_key,
+        variants=variants,
+        safety=safety,
         checkpoint_sha256=checkpoint_sha256(checkpoint),
         dataset_fingerprint=read_dataset_fingerprint(checkpoint),
     )
@@ -135,6 +153,8 @@ def export_policy(
     opset: int = 17,
     overwrite: bool = False,
     signing_key: Path | None = None,
+    variants: Sequence[str] = (),
+    safety: SafetyConfig | None = None,
     checkpoint_sha256: str | None = None,
     dataset_fingerprint: str | None = None,
 ) -> ExportResult:
@@ -151,6 +171,8 @@ def export_policy(
         opset: ONNX opset of the exported graph.
         overwrite: Replace `output` if it already contains a bundle.
         signing_key: Ed25519 private key (PEM file) to sign the manifest with.
+        variants: Reduced-precision copies to add: `fp16`, `int8`.
+        safety: Safety limits for the manifest; `None` stores the robot's defaults.
         checkpoint_sha256: Hash of the source checkpoint, stored in the manifest.
         dataset_fingerprint: Fingerprint of the training dataset, stored in the manifest.
 
@@ -164,6 +186,7 @@ def export_policy(
     if not tolerance > 0:
         raise ValueError(f"tolerance must be positive, got {tolerance}")
     _check_output(output, overwrite)
+    variants = _check_variants(variants)
     trusted_keys = None
     if signing_key is not None:
         # Load the key before the export work, so a bad key path fails fast.
@@ -191,10 +214,14 @@ def export_policy(
             opset=opset,
             output=output,
         )
+        manifest = _add_variants_and_safety(manifest, staging, variants, safety, observations)
         if signing_key is not None:
             sign_manifest(staging, signing_key)
         # Load through the edge runtime once, so a bundle that robota-edge rejects never lands.
-        load_bundle(staging, providers=["CPUExecutionProvider"], trusted_keys=trusted_keys)
+        for variant in (None, *variants):
+            load_bundle(
+                staging, providers=["CPUExecutionProvider"], trusted_keys=trusted_keys, variant=variant
+            )
         _publish(staging, output, overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -236,6 +263,45 @@ def _write_bundle(
         onnx=_onnx_info(spec, model_path, actual_opset, chunk_size),
         provenance=provenance,
         validation=Validation(max_error, len(observations), float(tolerance)),
+    )
+    write_manifest(manifest, staging)
+    return manifest
+
+
+def _check_variants(variants: Sequence[str]) -> tuple[str, ...]:
+    from robota.quantize import VARIANTS
+
+    if isinstance(variants, str):
+        raise TypeError(f"variants must be a sequence of names, got the string {variants!r}")
+    for name in variants:
+        check_choice("model variant", name, VARIANTS)
+    return tuple(dict.fromkeys(variants))
+
+
+def _add_variants_and_safety(
+    manifest: Manifest,
+    staging: Path,
+    variants: Sequence[str],
+    safety: SafetyConfig | None,
+    observations: Sequence[Mapping[str, Any]],
+) -> Manifest:
+    """Write the variant models, then rewrite the manifest with them and the safety limits.
+
+    This runs before signing, so the signed manifest is the final one.
+    """
+    from robota.quantize import variant_file_name, variant_parity_error, write_variant
+
+    infos = []
+    for name in variants:
+        path = staging / variant_file_name(name)
+        write_variant(name, staging / MODEL_FILE, path)
+        error = variant_parity_error(manifest.spec, staging / MODEL_FILE, path, observations)
+        logger.info("variant %s: max abs error %.2e against %s", name, error, MODEL_FILE)
+        infos.append(VariantInfo(name, path.name, file_sha256(path), error))
+    manifest = dataclasses.replace(
+        manifest,
+        safety=safety or SafetyConfig.default_for(manifest.spec.robot),
+        variants=tuple(infos),
     )
     write_manifest(manifest, staging)
     return manifest

@@ -279,3 +279,57 @@ def test_parity_observations_capped_by_frames(fake_policy, tmp_path: Path) -> No
     observations = parity_observations_from_dataset(dataset, 64)
 
     assert len(observations) == 5
+
+
+def test_export_writes_variants(fake_policy, tmp_path: Path) -> None:
+    from robota.edge.manifest import read_manifest
+
+    export_policy(fake_policy, tmp_path / "bundle", variants=("fp16", "int8"))
+
+    manifest = read_manifest(tmp_path / "bundle" / MANIFEST_FILE)
+    assert [v.name for v in manifest.variants] == ["fp16", "int8"]
+    assert [v.file for v in manifest.variants] == ["policy.fp16.onnx", "policy.int8.onnx"]
+    fp16, int8 = manifest.variants
+    # Random weights of the fake policy: fp16 rounds at about 1e-3, int8 at about 1e-1.
+    assert 0 < fp16.parity_max_abs_error < 0.05
+    assert 0 < int8.parity_max_abs_error < 1.0
+    observation = synthesize_observations(fake_policy.spec, 1)[0]
+    full = BundlePolicy.from_path(tmp_path / "bundle").predict_action_chunk(observation)
+    for variant in manifest.variants:
+        policy = BundlePolicy.from_path(tmp_path / "bundle", variant=variant.name)
+        assert policy.bundle.variant == variant.name
+        chunk = policy.predict_action_chunk(observation)
+        assert np.abs(chunk - full).max() <= variant.parity_max_abs_error * 1.5 + 1e-6
+
+
+def test_export_stores_default_safety(fake_policy, tmp_path: Path) -> None:
+    from robota.edge.manifest import read_manifest
+    from robota.edge.safety import SafetyConfig
+
+    export_policy(fake_policy, tmp_path / "bundle")
+    manifest = read_manifest(tmp_path / "bundle" / MANIFEST_FILE)
+    assert manifest.safety == SafetyConfig.default_for(UR5E)
+    assert manifest.variants == ()
+
+
+def test_export_rejects_unknown_variant(fake_policy, tmp_path: Path) -> None:
+    from robota.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="int8"):
+        export_policy(fake_policy, tmp_path / "bundle", variants=("int4",))
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_variant_sha256_checked(fake_policy, tmp_path: Path) -> None:
+    export_policy(fake_policy, tmp_path / "bundle", variants=("int8",))
+    model = tmp_path / "bundle" / "policy.int8.onnx"
+    model.write_bytes(model.read_bytes() + b"\0")
+    load_bundle(tmp_path / "bundle")  # the full-precision model is untouched
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(tmp_path / "bundle", variant="int8")
+
+
+def test_missing_variant_names_present(fake_policy, tmp_path: Path) -> None:
+    export_policy(fake_policy, tmp_path / "bundle")
+    with pytest.raises(BundleError, match="no model variant 'fp16'"):
+        load_bundle(tmp_path / "bundle", variant="fp16")
