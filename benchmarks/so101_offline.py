@@ -2,8 +2,8 @@
 
 Phases, each a function below:
 
-1. import: convert the read-only LeRobot v3.0 dataset into a robota dataset with a spec and
-   smaller camera images, in a cache folder (`import_lerobot`); reused on later runs.
+1. import: convert the read-only LeRobot v3.0 dataset into robota datasets with a spec and
+   smaller camera images (`import_lerobot`). They go to a cache folder, so later runs reuse them.
 2. train: robota's ACT on every episode except the held-out ones.
 3. export: `export_bundle`, whose parity check runs on the held-out real frames.
 4. evaluate: on each held-out frame, the first action of the predicted chunk against the
@@ -269,7 +269,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--data",
         type=Path,
         default=Path(os.environ.get("ROBOTA_TEST_DATA", "../shared/data")),
-        help=f"folder that holds {SO101_FOLDER}/ (default: $ROBOTA_TEST_DATA or ../shared/data)",
+        help=f"folder that contains {SO101_FOLDER}/ (default: $ROBOTA_TEST_DATA or ../shared/data)",
     )
     parser.add_argument("--workdir", type=Path, help="folder for the checkpoint and bundle (default: a new temporary folder)")
     parser.add_argument(
@@ -292,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     source = args.data / SO101_FOLDER
     if not (source / "meta" / "info.json").is_file():
-        print(f"error: {source} is not a LeRobot dataset; pass --data with the folder that holds it", file=sys.stderr)
+        print(f"error: {source} is not a LeRobot dataset; pass --data with the folder that contains it", file=sys.stderr)
         return 2
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="so101_offline_"))
     config = BenchmarkConfig(

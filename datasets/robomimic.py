@@ -3,8 +3,8 @@
 Both formats keep demonstrations under a `data` group, one group per demo (`demo_1`, ...):
 
 - robosuite's `DataCollectionWrapper` output (the raw format): `data` has the JSON attribute
-  `env_info`, and each demo has `states` (T, 1 + nq + nv) float64, laid out as
-  [time, qpos, qvel], `actions` (T, action_dim) and the MJCF scene in its `model_file` attribute.
+  `env_info`. Each demo has `states` (T, 1 + nq + nv) float64, laid out as [time, qpos, qvel],
+  `actions` (T, action_dim) and the MJCF scene in its `model_file` attribute.
 - robomimic's converted files add `obs/<key>` and `next_obs/<key>` groups (low-dimensional
   arrays and uint8 camera images such as `agentview_image` (T, H, W, 3)), `rewards`, `dones`,
   a `num_samples` attribute per demo, `env_args` (JSON) on `data`, and `mask/<filter>` datasets

@@ -14,10 +14,10 @@ import and the feature each becomes; these message types convert:
 
 Alignment: frames lie on a grid of 1/fps seconds from the first time at which every mapped topic
 has published. Each frame takes, per topic, the latest message at or before the frame time. A
-frame whose message for some topic is older than `tolerance_s` (or missing) is dropped; a frame
-whose message is older than one frame period but within the tolerance is counted as late for
-that topic, because the topic skipped at least one grid slot. Both counts are returned per topic
-in an `ImportReport` and logged.
+frame is dropped when that message is older than `tolerance_s`, or missing, for some topic. A
+kept frame whose message is older than one frame period counts as late for that topic, because
+the topic skipped at least one grid slot. Both counts are returned per topic in an
+`ImportReport` and logged.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class TopicInfo:
 
 @dataclasses.dataclass(frozen=True)
 class BagInfo:
-    """What `inspect_bag` finds: storage, time span and topics."""
+    """Summary of a bag from `inspect_bag`: storage, time span and topics."""
 
     path: Path
     storage: str
@@ -133,7 +133,7 @@ def _open_reader(path: Path) -> Any:
     except ImportError:
         raise MissingExtraError("rosbags", "data") from None
     if not path.exists():
-        raise DatasetError(f"bag {path} not found; pass the bag folder that holds metadata.yaml")
+        raise DatasetError(f"bag {path} not found; pass the bag folder that contains metadata.yaml")
     try:
         reader = AnyReader([path], default_typestore=get_typestore(Stores.ROS2_JAZZY))
         reader.open()
@@ -232,21 +232,21 @@ class _BagStreams:
 
 
 def _read_bag(path: Path, mapping: BagMapping, report: ImportReport) -> _BagStreams:
-    """Read and convert every message of the mapped topics of one bag."""
+    """Read and deserialise every message of the mapped topics of one bag; conversion comes later."""
     reader = _open_reader(path)
     try:
-        wanted = {t.topic: t for t in mapping.topics}
-        missing = sorted(set(wanted) - set(reader.topics))
+        mapped_topics = {t.topic: t for t in mapping.topics}
+        missing = sorted(set(mapped_topics) - set(reader.topics))
         if missing:
             raise DatasetError(f"bag {path} has no topic {missing}; its topics: {sorted(reader.topics)}")
         for name, info in sorted(reader.topics.items()):
-            if name not in wanted and name not in {t.topic for t in report.unmapped}:
+            if name not in mapped_topics and name not in {t.topic for t in report.unmapped}:
                 report.unmapped.append(TopicInfo(name, info.msgtype or "", int(info.msgcount), (info.msgtype or "") in SUPPORTED_TYPES))
-        collected: dict[str, list[tuple[int, Any]]] = {topic: [] for topic in wanted}
+        collected: dict[str, list[tuple[int, Any]]] = {topic: [] for topic in mapped_topics}
         types = {}
-        connections = [c for c in reader.connections if c.topic in wanted]
+        connections = [c for c in reader.connections if c.topic in mapped_topics]
         for connection, bag_time_ns, raw in reader.messages(connections=connections):
-            topic = wanted[connection.topic]
+            topic = mapped_topics[connection.topic]
             types[topic.topic] = connection.msgtype
             if connection.msgtype not in SUPPORTED_TYPES:
                 raise DatasetError(
@@ -265,7 +265,7 @@ def _read_bag(path: Path, mapping: BagMapping, report: ImportReport) -> _BagStre
         if not items:
             raise DatasetError(f"bag {path}: topic {topic} has no messages, so no frame can use it")
         items.sort(key=lambda item: item[0])
-        mapped = wanted[topic]
+        mapped = mapped_topics[topic]
         entry = report.topics.setdefault(topic, TopicReport(topic, mapped.feature, types[topic]))
         entry.messages += len(items)
         streams[topic] = _Stream(

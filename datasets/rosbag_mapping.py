@@ -43,7 +43,7 @@ STAMP_SOURCES = ("auto", "header", "bag")
 
 @dataclasses.dataclass(frozen=True)
 class TopicMapping:
-    """How one topic becomes one feature.
+    """Mapping of one topic to one feature.
 
     Attributes:
         topic: Topic name in the bag, for example `/joint_states`.
