@@ -6,10 +6,12 @@ evaluate the checkpoint and the bundle on unseen seeds, and time both at batch 1
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,24 +66,48 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     run_dir.mkdir(parents=True)
     logger.info("demo run folder: %s", run_dir)
     summary: dict[str, Any] = {"run_dir": str(run_dir), "config": _jsonable(config)}
-    started = time.monotonic()
+    timer = _PhaseTimer()
+    summary["phase_s"] = timer.durations
 
-    recording = _record_phase(config, run_dir / "dataset")
+    with timer("record"):
+        recording = _record_phase(config, run_dir / "dataset")
     summary["expert"] = {
         "successes": recording.successes,
         "episodes": recording.attempts,
         "success_rate": recording.expert_success_rate,
         "success_interval_95": list(recording.expert_interval),
     }
-    checkpoint = _train_phase(config, recording.dataset, run_dir / "checkpoint")
-    summary["export"] = _export_phase(checkpoint, recording.dataset, run_dir / "bundle")
+    with timer("train"):
+        checkpoint = _train_phase(config, recording.dataset, run_dir / "checkpoint")
+    with timer("export"):
+        summary["export"] = _export_phase(checkpoint, recording.dataset, run_dir / "bundle")
     for kind, path in (("checkpoint", checkpoint), ("bundle", run_dir / "bundle")):
-        summary[kind] = _eval_phase(config, kind, path, run_dir / f"eval-{kind}.json")
-    summary["latency"] = _latency_phase(config, checkpoint, run_dir / "bundle", recording.dataset)
+        with timer(f"eval {kind}"):
+            summary[kind] = _eval_phase(config, kind, path, run_dir / f"eval-{kind}.json")
+    with timer("latency"):
+        summary["latency"] = _latency_phase(
+            config, checkpoint, run_dir / "bundle", recording.dataset
+        )
 
-    summary["wall_time_s"] = time.monotonic() - started
+    summary["wall_time_s"] = sum(timer.durations.values())
     write_json_atomic(run_dir / "summary.json", summary)
     return summary
+
+
+class _PhaseTimer:
+    """Context manager factory that adds each phase's wall time to `durations` (seconds)."""
+
+    def __init__(self) -> None:
+        self.durations: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.durations[phase] = time.monotonic() - start
+            logger.info("phase %s took %.1f s", phase, self.durations[phase])
 
 
 def _record_phase(config: DemoConfig, dataset: Path):
@@ -192,6 +218,7 @@ def format_summary(summary: dict[str, Any]) -> list[tuple[str, str]]:
         )
 
     latency = summary["latency"]
+    phases = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in summary["phase_s"].items())
     return [
         ("expert success (recording seeds)", rate(summary["expert"])),
         ("policy success, checkpoint (torch)", rate(summary["checkpoint"])),
@@ -205,7 +232,7 @@ def format_summary(summary: dict[str, Any]) -> list[tuple[str, str]]:
             "latency batch 1, ONNX Runtime p50 / p99",
             f"{latency['onnxruntime']['p50_ms']:.2f} / {latency['onnxruntime']['p99_ms']:.2f} ms",
         ),
-        ("wall time", f"{summary['wall_time_s'] / 60:.1f} min"),
+        ("wall time", f"{summary['wall_time_s'] / 60:.1f} min ({phases})"),
         ("run folder", summary["run_dir"]),
     ]
 
