@@ -141,6 +141,9 @@ def _with_hf_metadata(schema: pa.Schema) -> pa.Schema:
         if pa.types.is_fixed_size_list(field.type):
             value = {"dtype": _hf_dtype(field.type.value_type), "_type": "Value"}
             features[field.name] = {"feature": value, "length": field.type.list_size, "_type": "List"}
+        elif pa.types.is_list(field.type):  # variable-length lists, as some v2.1 files store vectors
+            value = {"dtype": _hf_dtype(field.type.value_type), "_type": "Value"}
+            features[field.name] = {"feature": value, "_type": "List"}
         else:
             features[field.name] = {"dtype": _hf_dtype(field.type), "_type": "Value"}
     metadata = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}

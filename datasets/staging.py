@@ -16,12 +16,16 @@ live recording is never finalised under its writer.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import shutil
 from pathlib import Path
 from typing import IO, Any
+
+try:
+    import fcntl
+except ImportError:  # Windows has no flock(2)
+    fcntl = None
 
 from robota.datasets import finalise
 from robota.errors import DatasetError
@@ -54,6 +58,10 @@ def lock_staging(staging: Path) -> IO[bytes]:
             f"{staging.parent} holds an interrupted recording, and finalising it needs write "
             "access to the folder; make it writable (or copy it somewhere writable) and open it again"
         ) from None
+    if fcntl is None:
+        # NOTE: without flock (on Windows) a live recording is not protected from being
+        # finalised by another process that opens the same folder.
+        return handle
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -5,7 +5,7 @@
 - timestamps that go backwards or step by other than 1 / fps (beyond a tolerance),
 - NaN or infinite values in numeric columns,
 - columns missing from the data files or with another shape than info.json declares,
-- missing video files, and videos without a frame for some of an episode's timestamps
+- missing data and video files, and videos without a frame for some of an episode's timestamps
   (for example a video shorter than the episode's `to_timestamp`),
 - statistics that do not cover a feature, lack a statistic or have the wrong shape,
 - files that cannot be read at all.
@@ -147,6 +147,8 @@ def _check_width(key: str, feature: dict[str, Any], arrow_type: pa.DataType, rel
 
 def _check_episode(reader: DatasetReader, index: int, tolerance_s: float) -> list[Problem]:
     relative = reader.data_file(index)
+    if not (reader.root / relative).exists():
+        return [Problem("missing-file", "data file is missing", relative, episode=index)]
     try:
         rows = reader.episode_rows(index)
     except DatasetError as error:

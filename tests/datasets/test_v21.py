@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from dataset_helpers import write_v21
 
 from robota.datasets import convert_v21_to_v30, open_dataset
 from robota.datasets.v21 import V21DatasetReader
+from robota.datasets.validate import validate
 from robota.errors import DatasetError
 
 NUMERIC = ("observation.state", "action", "timestamp", "frame_index", "episode_index", "index", "task_index")
@@ -102,8 +104,6 @@ def test_convert_rejects_v30_source(recorded: Path, tmp_path: Path) -> None:
 
 
 def test_v21_missing_video_names_file(v21: Path, tmp_path: Path) -> None:
-    import shutil
-
     copy = tmp_path / "copy"
     shutil.copytree(v21, copy)
     missing = copy / "videos/chunk-000/observation.images.top/episode_000001.mp4"
@@ -115,3 +115,17 @@ def test_v21_missing_video_names_file(v21: Path, tmp_path: Path) -> None:
         open_dataset(copy).episode(1)
     info = json.loads((copy / "meta/info.json").read_text())
     assert info["codebase_version"] == "v2.1"
+
+
+def test_validate_v21_and_converted(v21: Path, converted: Path) -> None:
+    assert validate(v21) == []
+    assert validate(converted) == []
+
+
+def test_validate_v21_missing_data_file(v21: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(v21, tmp_path / "copy"))
+    (copy / "data/chunk-000/episode_000002.parquet").unlink()
+    problems = validate(copy)
+    assert [(p.kind, p.episode, p.file) for p in problems] == [
+        ("missing-file", 2, "data/chunk-000/episode_000002.parquet")
+    ]
