@@ -5,8 +5,8 @@ While `DatasetWriter` records into `<root>`, it keeps everything under `<root>/.
     writer.json                       the spec and writer settings, written first
     writer.lock                       held with flock(2) by the recording process
     episodes/episode_XXXXXX/          one folder per saved episode, moved into place in one rename
-    current/                          the episode being recorded; `frames.count` grows one byte
-                                      per added frame, so a crash still tells how many were lost
+    current/                          the episode being recorded; `frames.count` grows one
+                                      byte per added frame, so a crash keeps the frame count
 
 A recorder that dies (even by SIGKILL) leaves its saved episodes whole. `recover_recording`
 finalises them into a dataset and drops the partial episode; `open_dataset` and `DatasetWriter`
@@ -55,7 +55,7 @@ def lock_staging(staging: Path) -> IO[bytes]:
         handle = open(staging / LOCK_FILE, "ab")
     except PermissionError:
         raise DatasetError(
-            f"{staging.parent} holds an interrupted recording, and finalising it needs write "
+            f"{staging.parent} contains an interrupted recording, and finalising it needs write "
             "access to the folder; make it writable (or copy it somewhere writable) and open it again"
         ) from None
     if fcntl is None:

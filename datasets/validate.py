@@ -79,7 +79,7 @@ def validate(root: str | Path, *, tolerance_s: float = TIMESTAMP_TOLERANCE_S) ->
     Args:
         root: Dataset folder (LeRobot v3.0 or v2.1). It is only read.
         tolerance_s: Largest allowed deviation of a timestamp step from 1 / fps, and of a video
-            frame time from the time a frame row asks for. LeRobot uses 1e-4 s.
+            frame time from the time a frame row requests. LeRobot uses 1e-4 s.
     """
     root = Path(root)
     if (root / STAGING_DIR / SETTINGS_FILE).exists() and not (root / INFO_PATH).exists():

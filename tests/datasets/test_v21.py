@@ -11,6 +11,7 @@ import pytest
 from dataset_helpers import write_v21
 
 from robota.datasets import convert_v21_to_v30, open_dataset
+from robota.datasets.torch_loader import ChunkDataset
 from robota.datasets.v21 import V21DatasetReader
 from robota.datasets.validate import validate
 from robota.errors import DatasetError
@@ -129,3 +130,11 @@ def test_validate_v21_missing_data_file(v21: Path, tmp_path: Path) -> None:
     assert [(p.kind, p.episode, p.file) for p in problems] == [
         ("missing-file", 2, "data/chunk-000/episode_000002.parquet")
     ]
+
+
+def test_chunk_dataset_reads_v21(v21: Path, recorded: Path, tmp_path: Path) -> None:
+    item = ChunkDataset(v21, 4, cache_dir=tmp_path / "cache")[14]  # episode 1, frame 2
+    expected = ChunkDataset(recorded, 4, cache_dir=tmp_path / "cache")[14]
+    np.testing.assert_array_equal(item["action"].numpy(), expected["action"].numpy())
+    assert item["action_is_pad"].tolist() == [False, False, False, True]
+    assert item["observation.images.wrist"].shape == (32, 32, 3)
