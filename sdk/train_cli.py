@@ -56,6 +56,23 @@ def _remove_subcommand(commands: argparse._SubParsersAction, name: str) -> None:
         commands._choices_actions = [a for a in commands._choices_actions if a.dest != name]
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """Parses KEY=VALUE overrides placed anywhere among the flags, not only before them."""
+
+    _intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        # parse_known_intermixed_args calls parse_known_args itself, so only the outer call
+        # switches to intermixed parsing.
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def _add_train(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "train",
@@ -63,6 +80,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         description="Train a policy. Settings come from --config, then the flags, then "
         "KEY=VALUE overrides (a TrainConfig field or policy.FIELD).",
     )
+    p.__class__ = _IntermixedParser  # add_parser takes no per-subcommand parser class.
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. steps=500 policy.dim_model=64")
     p.add_argument("--config", type=Path, help="TOML config file")
     p.add_argument("--dataset", type=Path, help="dataset folder")

@@ -113,13 +113,17 @@ def test_cli_keeps_old_flags():
 
 
 def test_cli_overrides_win_over_file_and_flags(tmp_path):
-    args = _parse("--config", str(_file(tmp_path)), "--steps", "9", "steps=11", "--resume", "--eval-every", "5")
+    args = _parse(
+        "--config", str(_file(tmp_path)), "steps=11", "--steps", "9", "--resume", "ema_decay=0.9",
+        "--eval-every", "5",
+    )
 
     config = build_train_config(args)
 
     assert config.steps == 11
     assert config.resume is True
     assert config.eval_every == 5
+    assert config.ema_decay == 0.9
     assert config.policy_overrides == {"dim_model": 64}
 
 
