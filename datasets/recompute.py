@@ -67,17 +67,18 @@ def numeric_keys(reader: DatasetReader) -> list[str]:
     return [k for k, f in reader.features.items() if f["dtype"] in NUMERIC_DTYPES]
 
 
-def _episode_values(reader: DatasetReader, index: int, key: str) -> np.ndarray:
+def _episode_values(reader: DatasetReader, index: int, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """Read one episode's columns as float64 arrays of shape (frames, elements)."""
     rows = reader.episode_rows(index)
-    values = column_to_numpy(rows[key]).astype(np.float64)
-    return values.reshape(rows.num_rows, -1)  # (frames, elements)
+    return {
+        key: column_to_numpy(rows[key]).astype(np.float64).reshape(rows.num_rows, -1) for key in keys
+    }
 
 
 def episode_moments(reader: DatasetReader, index: int, keys: Sequence[str]) -> dict[str, FeatureStats]:
     """Compute the mergeable statistics of one episode: min, max, mean, std and count."""
     result = {}
-    for key in keys:
-        values = _episode_values(reader, index, key)
+    for key, values in _episode_values(reader, index, keys).items():
         result[key] = {
             "min": values.min(axis=0),
             "max": values.max(axis=0),
@@ -92,18 +93,27 @@ def _add_quantiles(
     reader: DatasetReader, keys: Sequence[str], stats: dict[str, FeatureStats], bins: int
 ) -> None:
     """Add q01 … q99 to `stats` from per-episode histograms on each element's [min, max] grid."""
+    widths = {key: _bin_width(stats[key], bins) for key in keys}  # (elements,) per key
+    histograms = {key: np.zeros((len(stats[key]["min"]), bins), dtype=np.int64) for key in keys}
+    for index in range(reader.num_episodes):
+        for key, values in _episode_values(reader, index, keys).items():  # (frames, elements)
+            positions = np.floor((values - stats[key]["min"]) / widths[key]).astype(np.int64)
+            positions = positions.clip(0, bins - 1)
+            for element in range(values.shape[1]):
+                histograms[key][element] += np.bincount(positions[:, element], minlength=bins)
+
     for key in keys:
         low, high = stats[key]["min"], stats[key]["max"]
-        width = np.where(high > low, (high - low) / bins, 1.0)  # (elements,)
-        histogram = np.zeros((len(low), bins), dtype=np.int64)  # (elements, bins)
-        for index in range(reader.num_episodes):
-            values = _episode_values(reader, index, key)  # (frames, elements)
-            positions = np.floor((values - low) / width).astype(np.int64).clip(0, bins - 1)
-            for element in range(len(low)):
-                histogram[element] += np.bincount(positions[:, element], minlength=bins)
+        histogram, width = histograms[key], widths[key]
         for name, q in QUANTILES.items():
             quantile = _histogram_quantile(histogram, low, width, q)
             stats[key][name] = np.where(high > low, quantile, low)  # a constant element is its min
+
+
+def _bin_width(feature: FeatureStats, bins: int) -> np.ndarray:
+    """Return the bin width per element; constant elements get 1 to avoid dividing by zero."""
+    spread = np.asarray(feature["max"]) - np.asarray(feature["min"])
+    return np.where(spread > 0, spread / bins, 1.0)
 
 
 def _histogram_quantile(histogram: np.ndarray, low: np.ndarray, width: np.ndarray, q: float) -> np.ndarray:
