@@ -136,3 +136,24 @@ def test_nothing_saved_before_kill(tmp_path: Path, small_spec) -> None:
     with pytest.raises(DatasetError, match=r"stopped before any episode was saved.*1 unsaved frames"):
         open_dataset(root)
     assert not (root / ".recording").exists()
+
+
+def test_kill_during_close_recovered(tmp_path: Path, small_spec) -> None:
+    """A kill while close() writes the final files leaves temporary files and no info.json."""
+    root = tmp_path / "d"
+    writer = DatasetWriter(root, small_spec, robot_type="ur5e")
+    for step in range(3):
+        writer.add_frame(make_frame(small_spec, 0, step))
+    writer.save_episode()
+    partial = root / "data/chunk-000/.file-000.parquet.4242.tmp"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"PAR1 half a file")
+    (root / "meta").mkdir()
+    (root / "meta/tasks.parquet").write_bytes(b"PAR1")
+    writer._lock.close()  # the kernel closes the files of a killed process
+
+    reader = open_dataset(root)
+    assert reader.episode_lengths == [3]
+    assert not partial.exists()
+    assert not list(root.rglob("*.tmp"))
+    assert reader.tasks == ["pick the part"]
