@@ -86,11 +86,20 @@ def load_staged_episodes(staging: Path) -> list[dict[str, Any]]:
 def drop_partial_episode(staging: Path) -> int:
     """Delete the episode that was being recorded when the recording stopped.
 
+    An episode whose `episode.json` was written but not yet moved into place was completely
+    saved, so it is moved into place instead.
+
     Returns:
         The number of frames dropped. A warning is logged when there were any.
     """
     current = staging / CURRENT_DIR
     if not current.exists():
+        return 0
+    record_path = current / EPISODE_RECORD_FILE
+    if record_path.exists():
+        index = json.loads(record_path.read_text())["episode_index"]
+        current.rename(staging / "episodes" / f"episode_{index:06d}")
+        logger.info("kept episode %d, whose save finished just before the recording stopped", index)
         return 0
     counter = current / FRAME_COUNT_FILE
     frames = counter.stat().st_size if counter.exists() else 0

@@ -303,7 +303,6 @@ class DatasetWriter:
         current = self._staging / CURRENT_DIR
         self._frame_counter.close()
         self._frame_counter = None
-        (current / FRAME_COUNT_FILE).unlink()
         write_json_atomic(current / EPISODE_RECORD_FILE, record)
         current.rename(self._staging / "episodes" / f"episode_{episode_index:06d}")
 

@@ -157,3 +157,24 @@ def test_kill_during_close_recovered(tmp_path: Path, small_spec) -> None:
     assert not partial.exists()
     assert not list(root.rglob("*.tmp"))
     assert reader.tasks == ["pick the part"]
+
+
+def test_kill_between_save_and_rename(tmp_path: Path, small_spec, monkeypatch) -> None:
+    """An episode whose episode.json was written is kept even if its folder was not moved yet."""
+    root = tmp_path / "d"
+    writer = DatasetWriter(root, small_spec, robot_type="ur5e")
+    writer.add_frame(make_frame(small_spec, 0, 0))
+    writer.save_episode()
+    for step in range(2):
+        writer.add_frame(make_frame(small_spec, 1, step))
+
+    def killed(self, target):
+        raise KeyboardInterrupt("killed before the rename")
+
+    monkeypatch.setattr(Path, "rename", killed)
+    with pytest.raises(KeyboardInterrupt):
+        writer.save_episode()
+    monkeypatch.undo()
+    writer._lock.close()  # the kernel closes the files of a killed process
+
+    assert open_dataset(root).episode_lengths == [1, 2]
