@@ -53,6 +53,12 @@ class DHChain:
             )
         if len(self.tool_offset_m) != 3:
             raise ValueError(f"DH tool_offset_m needs 3 values, got {self.tool_offset_m}")
+        # Arrays for tool_points_base, computed once because it runs every control tick.
+        object.__setattr__(self, "_d", np.asarray(self.d_m))
+        object.__setattr__(self, "_a", np.asarray(self.a_m))
+        object.__setattr__(self, "_cos_alpha", np.cos(self.alpha_rad))
+        object.__setattr__(self, "_sin_alpha", np.sin(self.alpha_rad))
+        object.__setattr__(self, "_tool", np.asarray(self.tool_offset_m))
 
     @property
     def num_joints(self) -> int:
@@ -75,11 +81,11 @@ class DHChain:
                 f"expected {self.num_joints} joint positions, got shape {q.shape[1:]}"
             )
 
-        transform = np.broadcast_to(np.eye(4), (q.shape[0], 4, 4)).copy()  # (batch, 4, 4)
-        for i in range(self.num_joints):
-            transform = transform @ _dh_transforms(q[:, i], self.d_m[i], self.a_m[i], self.alpha_rad[i])
-        tool = np.append(self.tool_offset_m, 1.0)  # (4,) homogeneous
-        points = (transform @ tool)[:, :3]  # (batch, 3)
+        links = _dh_transforms(q, self._d, self._a, self._cos_alpha, self._sin_alpha)  # (batch, joints, 4, 4)
+        transform = links[:, 0]
+        for i in range(1, self.num_joints):
+            transform = transform @ links[:, i]  # (batch, 4, 4)
+        points = transform[:, :3, :3] @ self._tool + transform[:, :3, 3]  # (batch, 3)
         return points[0] if single else points
 
     def to_dict(self) -> dict[str, Any]:
@@ -104,15 +110,16 @@ class DHChain:
         )
 
 
-def _dh_transforms(theta: np.ndarray, d: float, a: float, alpha: float) -> np.ndarray:
-    """`Rz(theta) Tz(d) Tx(a) Rx(alpha)` for a batch of angles, shape `(batch, 4, 4)`."""
-    cos_t, sin_t = np.cos(theta), np.sin(theta)
-    cos_a, sin_a = math.cos(alpha), math.sin(alpha)
-    out = np.zeros((theta.shape[0], 4, 4))
-    out[:, 0, 0], out[:, 0, 1], out[:, 0, 2], out[:, 0, 3] = cos_t, -sin_t * cos_a, sin_t * sin_a, a * cos_t
-    out[:, 1, 0], out[:, 1, 1], out[:, 1, 2], out[:, 1, 3] = sin_t, cos_t * cos_a, -cos_t * sin_a, a * sin_t
-    out[:, 2, 1], out[:, 2, 2], out[:, 2, 3] = sin_a, cos_a, d
-    out[:, 3, 3] = 1.0
+def _dh_transforms(
+    theta: np.ndarray, d: np.ndarray, a: np.ndarray, cos_alpha: np.ndarray, sin_alpha: np.ndarray
+) -> np.ndarray:
+    """`Rz(theta) Tz(d) Tx(a) Rx(alpha)` per joint for a batch, shape `(batch, joints, 4, 4)`."""
+    cos_t, sin_t = np.cos(theta), np.sin(theta)  # (batch, joints)
+    out = np.zeros((*theta.shape, 4, 4))
+    out[..., 0, 0], out[..., 0, 1], out[..., 0, 2], out[..., 0, 3] = cos_t, -sin_t * cos_alpha, sin_t * sin_alpha, a * cos_t
+    out[..., 1, 0], out[..., 1, 1], out[..., 1, 2], out[..., 1, 3] = sin_t, cos_t * cos_alpha, -cos_t * sin_alpha, a * sin_t
+    out[..., 2, 1], out[..., 2, 2], out[..., 2, 3] = sin_alpha, cos_alpha, d
+    out[..., 3, 3] = 1.0
     return out
 
 

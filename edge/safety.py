@@ -236,6 +236,10 @@ class SafetyFilter:
         self.events: collections.deque[Intervention] = collections.deque(maxlen=EVENT_HISTORY)
         self._log_state: dict[str, tuple[float, int]] = {}
         self._command: np.ndarray | None = None
+        self._start_inside = False
+        if config.workspace_lower_m is not None:
+            self._workspace_lower = np.asarray(config.workspace_lower_m)
+            self._workspace_upper = np.asarray(config.workspace_upper_m)
         self._step = np.zeros(robot.num_joints)
         self._stopped_reason: str | None = None
         self._tick = 0
@@ -265,6 +269,7 @@ class SafetyFilter:
         self._command = np.append(q, float(np.clip(gripper_command, 0.0, 1.0)))
         self._step = np.zeros(self.robot.num_joints)
         self._tick = 0
+        self._start_inside = False  # unknown until the first workspace check
 
     def release(self) -> None:
         """Clear a latched protective stop after the cause was checked."""
@@ -384,24 +389,34 @@ class SafetyFilter:
         chain = self.config.kinematics
         if chain is None or self.config.workspace_lower_m is None:
             return joints
-        lower = np.asarray(self.config.workspace_lower_m)
-        upper = np.asarray(self.config.workspace_upper_m)
+        lower, upper = self._workspace_lower, self._workspace_upper
+        end_point = chain.tool_points_base(joints)
+        if self._start_inside and np.all((end_point >= lower) & (end_point <= upper)):
+            # NOTE: only the end of the step is checked here. One step is at most one period
+            # at the velocity limit (0.31 rad at 10 Hz for the UR5e), so the path between two
+            # points inside the box may bulge out of it by millimetres, not more is assumed.
+            self._start_inside = True
+            return joints
+
         path = previous + _WORKSPACE_FRACTIONS[:, None] * (joints - previous)  # (fractions, joints)
         points = chain.tool_points_base(path)  # (fractions, 3)
         inside = np.all((points >= lower) & (points <= upper), axis=1)
         if inside.all():
+            self._start_inside = True
             return joints
 
         start_outside = _box_distance(chain.tool_points_base(previous), lower, upper)
         if start_outside > 0:
             # Started outside (for example after a manual move): allow steps that approach the box.
             if _box_distance(points[-1], lower, upper) <= start_outside:
+                self._start_inside = _box_distance(points[-1], lower, upper) == 0
                 return joints
             self._note(reasons, Reason.WORKSPACE, "tool point outside the box moves away", now_s)
             return previous.copy()
 
         first_outside = int(np.argmin(inside))
         kept = path[first_outside - 1] if first_outside > 0 else previous.copy()
+        self._start_inside = True
         point = np.round(points[first_outside], 3).tolist()
         self._note(reasons, Reason.WORKSPACE, f"tool point {point} m leaves the box", now_s)
         return kept

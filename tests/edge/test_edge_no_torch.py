@@ -31,7 +31,8 @@ SCRIPT = textwrap.dedent(
 
     sys.meta_path.insert(0, Blocker())
 
-    from robota.edge import cli
+    from robota.edge import cli, kinematics, recorder, ros, safety  # noqa: F401
+    from robota.edge.executor import AsyncExecutor, SensorFrame
     from robota.edge.policy import BundlePolicy
     from robota.edge.runtime import ControlLoop
     from robota.edge.signing import verify_manifest_signature  # noqa: F401
@@ -43,6 +44,8 @@ SCRIPT = textwrap.dedent(
     stats = ControlLoop(policy, lambda: observation, lambda a: None, 50.0).run(max_ticks=5)
     assert stats.ticks == 5, stats
     assert policy(observation).shape == (7,)
+    executor = AsyncExecutor(policy.bundle, lambda: SensorFrame(observation, {{}}), lambda c: None)
+    assert executor.run(max_ticks=3).loop.ticks == 3
     assert cli.main(["inspect", bundle]) == 0
     assert cli.main(["bench", "--bundle", bundle, "--iterations", "3"]) == 0
 
