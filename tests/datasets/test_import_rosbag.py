@@ -280,3 +280,30 @@ def test_cli_import_rosbag(twin_bags, tmp_path, capsys):
     assert args.handler(args) == 0
     assert f"wrote 2 episodes, {2 * STEPS} frames" in capsys.readouterr().out
     assert open_dataset(tmp_path / "out").num_episodes == 2
+
+
+def test_raw_and_png_images_convert():
+    from rosbag_helpers import T, header
+
+    from robota.datasets.rosbag import COMPRESSED_IMAGE, IMAGE, message_value
+    from robota.datasets.rosbag_mapping import TopicMapping
+
+    rgb = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    topic = TopicMapping("/camera", "observation.images.top")
+    bgr = T["sensor_msgs/msg/Image"](
+        header=header(START_NS), height=4, width=6, encoding="bgr8", is_bigendian=0, step=6 * 3 + 2,
+        data=np.pad(rgb[:, :, ::-1].reshape(4, 18), ((0, 0), (0, 2))).ravel(),  # rows padded to step
+    )
+    png = T["sensor_msgs/msg/CompressedImage"](header=header(START_NS), format="rgb8; png compressed", data=_png(rgb))
+
+    np.testing.assert_array_equal(message_value(bgr, IMAGE, topic), rgb)
+    np.testing.assert_array_equal(message_value(png, COMPRESSED_IMAGE, topic), rgb)  # PNG is lossless
+
+
+def _png(image: np.ndarray) -> np.ndarray:
+    import av
+
+    encoder = av.CodecContext.create("png", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = image.shape[1], image.shape[0], "rgb24"
+    packets = encoder.encode(av.VideoFrame.from_ndarray(image, format="rgb24"))
+    return np.frombuffer(b"".join(bytes(p) for p in packets), dtype=np.uint8)
