@@ -15,7 +15,7 @@ that looks to a rosbridge client such as roslibpy like a ROS 2 robot:
 | `/joint_trajectory_controller/joint_trajectory` | trajectory_msgs/msg/JointTrajectory | command |
 | `/robota/reset`, `/robota/step`, `/robota/status` | service | call |
 
-In `realtime` mode the twin steps itself at the control rate; in `lockstep` mode it steps once
+In `realtime` mode the twin steps itself at the control rate. In `lockstep` mode it steps once
 per `/robota/step` call, and that step's messages reach the caller before the response. The
 twin lives in the server's process, on one thread of its own, so rendering, which is created on
 the first render, stays on that thread. `docs/sil.md` describes every field.
@@ -34,14 +34,15 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-
 from robota.errors import RobotaError, check_choice
 from robota.sim import sil_messages as msgs
 from robota.sim.pick_place import check_image_size
 from robota.sim.registry import TASKS
 from robota.sim.sil_connection import Connection, OutboxFullError, Subscription
 from robota.sim.sil_twin import TwinDriver
+
+# sil_connection has raised MissingExtraError already if websockets is missing.
+from websockets.asyncio.server import Server, ServerConnection, serve  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class SilServer:
     async def start(self) -> None:
         """Create the twin, reset it with `config.seed` and start listening."""
         config = self.config
+        msgs.require_jpeg_encoder()
         self.driver = await self._in_twin(
             TwinDriver, config.task, config.image_size, config.jpeg_quality
         )
@@ -358,9 +360,10 @@ class SilServer:
             raise msgs.BridgeMessageError(f"language must be a string such as 'en', got {language!r}")
 
         await self._reset(seed, language)
+        seeded = f"with seed {seed}" if seed is not None else "without a seed"
         return {
             "success": True,
-            "message": f"reset the {self.config.task} episode with seed {seed}",
+            "message": f"reset the {self.config.task} episode {seeded}",
             "instruction": self.driver.instruction,
         }
 

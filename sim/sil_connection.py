@@ -15,10 +15,14 @@ import json
 import logging
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
-
+from robota.errors import MissingExtraError
 from robota.sim.sil_messages import BridgeMessageError
+
+try:
+    from websockets.asyncio.server import ServerConnection
+    from websockets.exceptions import ConnectionClosed
+except ImportError as error:
+    raise MissingExtraError("websockets", "sim") from error
 
 logger = logging.getLogger(__name__)
 

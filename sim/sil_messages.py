@@ -139,16 +139,23 @@ def string_message(text: str) -> dict[str, str]:
     return {"data": text}
 
 
+def require_jpeg_encoder() -> None:
+    """Raise `MissingExtraError` unless Pillow, which encodes the JPEG images, is installed."""
+    try:
+        import PIL.Image  # noqa: F401
+    except ImportError as error:
+        raise MissingExtraError("pillow", "sim") from error
+
+
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
     """Encode an RGB image `(height, width, 3)` of uint8 as JPEG.
 
     Raises:
         MissingExtraError: Pillow is not installed.
     """
-    try:
-        from PIL import Image
-    except ImportError as error:
-        raise MissingExtraError("pillow", "sim") from error
+    require_jpeg_encoder()
+    from PIL import Image
+
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image), mode="RGB").save(
         buffer, format="JPEG", quality=quality

@@ -1,6 +1,6 @@
 """The twin behind the software-in-the-loop endpoint: commands in, ROS messages out.
 
-`TwinDriver` owns one environment. It holds the latest joint, gripper and trajectory commands,
+`TwinDriver` owns one environment. It stores the latest joint, gripper and trajectory commands,
 turns them into one action per control period, and converts each observation into the ROS 2
 messages that `robota.sim.sil` publishes. Its methods are safe to call from two threads: the
 server's event loop sets commands while the twin's own thread steps and renders.
@@ -28,7 +28,7 @@ class EpisodeStatus:
     Attributes:
         steps: Control periods stepped since the last reset.
         time_s: Simulated time of the latest observation, counted from the server's start.
-        is_success: Whether the task's success criterion holds now.
+        is_success: Whether the task's success criterion is met now.
         terminated: Whether the episode has succeeded at any step since the reset.
         truncated: Whether the step limit passed without success.
         instruction: The episode's language instruction.
@@ -125,7 +125,7 @@ class TwinDriver:
         """Apply the latest commands for one control period and return the messages by topic.
 
         The twin keeps stepping after the episode has terminated or been truncated, as a real
-        cell keeps running; `status()` keeps reporting how the episode ended until a reset.
+        cell keeps running. `status()` reports how the episode ended until the next reset.
         """
         with self._lock:
             arm_target_rad = self._arm_target_for_next_step()

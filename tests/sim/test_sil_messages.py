@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from collections.abc import Iterator
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from robota.sim import sil_messages as msgs
 from robota.sim.pick_place import INSTRUCTIONS
 from robota.sim.sil import SilConfig
+from robota.sim.sil_connection import MAX_PENDING_RESPONSES, Outbox, OutboxFullError
 from robota.sim.sil_twin import TwinDriver
 from robota.errors import RobotaError, UnknownNameError
 from robota.sim_cli import register
@@ -141,3 +143,26 @@ def test_cli_parses_serve_arguments() -> None:
         64,
     )
     assert callable(args.handler)
+
+
+def test_outbox_keeps_newest_per_topic() -> None:
+    async def drain() -> list[str]:
+        outbox = Outbox()
+        outbox.put("response 1")
+        for i in range(3):
+            outbox.put(f"image {i}", "/camera/wrist/image/compressed", queue_length=1)
+            outbox.put(f"state {i}", "/joint_states", queue_length=2)
+        outbox.put("response 2")
+        return [await outbox.get() for _ in range(5)]
+
+    assert asyncio.run(drain()) == ["response 1", "state 1", "image 2", "state 2", "response 2"]
+
+
+def test_outbox_rejects_unread_responses() -> None:
+    async def flood() -> None:
+        outbox = Outbox()
+        for i in range(MAX_PENDING_RESPONSES + 1):
+            outbox.put(f"response {i}")
+
+    with pytest.raises(OutboxFullError):
+        asyncio.run(flood())
