@@ -288,6 +288,12 @@ class SilServer:
 
     def _op_subscribe(self, connection: Connection, request: dict[str, Any]) -> None:
         topic = self._checked_topic(request, self._topics, "published")
+        compression = request.get("compression")
+        if compression not in (None, "none"):
+            raise msgs.BridgeMessageError(
+                f"compression {compression!r} is not supported; subscribe with compression "
+                "'none' and receive JSON text frames"
+            )
         throttle_ms = _non_negative_int(request, "throttle_rate")
         queue_length = _non_negative_int(request, "queue_length")
         subscription = Subscription(throttle_s=throttle_ms / 1000, queue_length=queue_length)
@@ -343,11 +349,14 @@ class SilServer:
             if not isinstance(args, dict):
                 raise msgs.BridgeMessageError(f"{service} args must be an object, got {args!r}")
             values = await handler(args)
-        except RobotaError as error:
-            # A rejected request fails the call, as rosbridge fails a call whose request does
-            # not fit the service type, and the client also gets a status message.
-            connection.send({**response, "values": str(error), "result": False})
-            raise msgs.BridgeMessageError(str(error)) from None
+        except Exception as error:
+            # A failed call gets a response, as in rosbridge, so a blocking client returns at
+            # once. The caller of this method also sends a status message and logs the error.
+            message = str(error) if isinstance(error, RobotaError) else f"internal error: {error!r}"
+            connection.send({**response, "values": message, "result": False})
+            if isinstance(error, RobotaError):
+                raise msgs.BridgeMessageError(message) from None
+            raise
         connection.send({**response, "values": values, "result": True})
 
     async def _reset_service(self, args: dict[str, Any]) -> dict[str, Any]:

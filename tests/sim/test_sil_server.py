@@ -75,8 +75,10 @@ class BridgeClient:
         self.websocket = websocket
         self._ids = itertools.count()
 
-    def send(self, operation: dict[str, Any] | str) -> None:
-        self.websocket.send(operation if isinstance(operation, str) else json.dumps(operation))
+    def send(self, operation: dict[str, Any] | str | bytes) -> None:
+        if isinstance(operation, dict):
+            operation = json.dumps(operation)
+        self.websocket.send(operation)
 
     def receive(self, timeout: float = REPLY_DEADLINE_S) -> dict[str, Any]:
         return json.loads(self.websocket.recv(timeout=timeout))
@@ -341,10 +343,15 @@ def test_wrench_task_and_part_pose(client: BridgeClient) -> None:
         ({"op": "publish", "topic": "/joint_states", "msg": {}, "id": "t7"}, "not a command topic"),
         ({"op": "call_service", "service": "/robota/reset", "args": {"seed": "x"}, "id": "t8"}, "seed must be"),
         ({"op": "call_service", "service": "/robota/fly", "id": "t9"}, "unknown service"),
+        (
+            {"op": "subscribe", "topic": "/joint_states", "compression": "cbor", "id": "t10"},
+            "compression 'cbor' is not supported",
+        ),
+        (b"\x00binary", "binary frames are not supported"),
     ],
 )
 def test_bad_request_gets_status_error(
-    client: BridgeClient, request_frame: dict[str, Any] | str, expected: str
+    client: BridgeClient, request_frame: dict[str, Any] | str | bytes, expected: str
 ) -> None:
     client.send(request_frame)
     (status,) = [
