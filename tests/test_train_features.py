@@ -15,6 +15,7 @@ from robota.plot import plot_run
 from robota.policies import load_checkpoint
 from robota.train import train
 from robota.train_state import best_checkpoint, list_step_folders, load_training_state
+from robota.spec import encode_instruction
 from test_train import InMemoryChunkDataset, _config
 
 
@@ -145,3 +146,49 @@ def test_resume_after_end_rewrites_final(run_folder, tmp_path):
 
     for name, tensor in before.items():
         assert torch.equal(_weights(run_folder)[name], tensor), name
+
+
+class TwinSpecDataset(torch.utils.data.Dataset):
+    """Random samples in the pick-place twin's spec with 16x16 cameras, so rollouts can run."""
+
+    fingerprint = "twin-spec-test-dataset"
+
+    def __init__(self, n_samples: int = 16):
+        from robota.spec import UR5E, make_arm_spec
+        from test_train import CHUNK
+
+        self.spec = make_arm_spec(UR5E, 10, {"wrist": (16, 16), "overhead": (16, 16)})
+        generator = torch.Generator().manual_seed(0)
+        self.samples = []
+        for _ in range(n_samples):
+            sample = {key: torch.randint(0, 256, (16, 16, 3), dtype=torch.uint8, generator=generator) for key in self.spec.image_keys}
+            for key in self.spec.vector_keys:
+                sample[key] = torch.randn(self.spec.features[key].shape, generator=generator)
+            sample["task_tokens"] = torch.from_numpy(encode_instruction("pick the part"))
+            sample["action"] = torch.randn(CHUNK, self.spec.features["action"].shape[0], generator=generator)
+            sample["action_is_pad"] = torch.zeros(CHUNK, dtype=torch.bool)
+            self.samples.append(sample)
+        self.stats = {key: {"mean": [[[0.5]]] * 3, "std": [[[0.3]]] * 3} for key in self.spec.image_keys}
+        for key in [*self.spec.vector_keys, "action"]:
+            dim = self.spec.features[key].shape[0]
+            self.stats[key] = {"mean": [0.0] * dim, "std": [1.0] * dim}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.samples[index]
+
+
+@pytest.mark.slow
+def test_twin_evaluation_records_success_rate(tmp_path):
+    pytest.importorskip("mujoco")
+    torch.set_num_threads(1)
+    config = _config(tmp_path, output=tmp_path / "run", steps=4, log_every=2, eval_every=4, eval_episodes=1)
+
+    train(config, dataset_factory=lambda _: TwinSpecDataset())
+
+    with (tmp_path / "run" / "metrics.csv").open() as file:
+        rates = [row["eval_success_rate"] for row in csv.DictReader(file) if row.get("eval_success_rate")]
+    assert len(rates) == 1
+    assert 0.0 <= float(rates[0]) <= 1.0
