@@ -132,8 +132,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=96, help="camera image height and width")
     parser.add_argument("--loop-seconds", type=float, default=3.0, help="seconds per loop measurement")
     args = parser.parse_args()
-    # Random weights make the safety filter intervene on most ticks; its log lines would bury
-    # the table, while its time still counts in the executor overhead.
+    # Random weights make the safety filter intervene on most ticks. Its log lines would bury
+    # the table, but its time still counts in the executor overhead.
     logging.getLogger("robota.edge.safety").setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -113,8 +113,8 @@ class TemporalEnsembler:
 class InferenceWorker:
     """A thread that predicts chunks from the newest observation it was given.
 
-    `submit` never blocks: an observation that waits while the model runs is replaced by a newer
-    one. An exception in the model ends the thread and is re-raised by `poll`.
+    `submit` never waits for a prediction: an observation that waits while the model runs is
+    replaced by a newer one. An exception in the model ends the thread and is re-raised by `poll`.
 
     Args:
         model: A `Bundle` or any object with `.spec` and `.run(inputs)`.
@@ -305,7 +305,7 @@ class AsyncExecutor:
         self._overheads_s: collections.deque[float] = collections.deque(maxlen=INFERENCE_WINDOW)
 
     def _step(self, frame: SensorFrame) -> SafeCommand | None:
-        """One tick: feed the worker, blend, filter; `None` while there is nothing to hold."""
+        """Run one tick: feed the worker, blend and filter; `None` before the first observation."""
         started = time.perf_counter()
         tick = self.loop.tick_index
         observation = frame.observation

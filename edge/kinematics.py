@@ -1,7 +1,7 @@
 """Forward kinematics from standard Denavit-Hartenberg parameters, in numpy only.
 
-The safety filter needs the tool point of a joint command to check it against a workspace box,
-and the edge runtime may not import MuJoCo, so the chain is computed here from the DH table that
+The safety filter needs the tool point of a joint command to check it against a workspace box.
+The edge runtime may not import MuJoCo, so the chain is computed here from the DH table that
 the bundle's manifest stores. Each joint i contributes `Rz(q_i) Tz(d_i) Tx(a_i) Rx(alpha_i)`
 (standard DH), and a fixed offset in the last frame moves the flange to the tool point.
 """

@@ -12,9 +12,10 @@ episode_000000/
 ```
 
 Each line of `frames.jsonl` contains `tick`, `time_s` (seconds since the episode started),
-`observation` (vector features as lists, the task string, and per camera the index of its image
-in `<camera>.rgb`; `null` before the first complete observation), `proposed` (the blended policy
-action or `null`), `command` (what was sent), `held` and `reasons` (the safety interventions).
+`observation`, `proposed` (the blended policy action or `null`), `command` (what was sent),
+`held` and `reasons` (the safety interventions). The observation holds the vector features as
+lists, the task string, and per camera the index of its image in `<camera>.rgb`. It is `null`
+before the first complete observation.
 `read_edge_episode` loads an episode back as arrays; the executed `command` is the `action` a
 dataset should learn from.
 """

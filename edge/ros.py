@@ -133,7 +133,8 @@ def _resize(image: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def float_array_message(values: np.ndarray) -> dict[str, Any]:
-    """A std_msgs/Float64MultiArray message with no layout, as ros2_control's forward controllers take."""
+    """Build a std_msgs/Float64MultiArray message with an empty layout, as ros2_control's forward
+    controllers take it."""
     return {"layout": {"dim": [], "data_offset": 0}, "data": [float(v) for v in values]}
 
 
@@ -272,12 +273,12 @@ class RosBridgeIO:
         names = list(message.get("name", []))
         positions = list(message.get("position", []))
         velocities = list(message.get("velocity", []))
-        wanted = [*self.spec.robot.joint_names, GRIPPER_JOINT]
-        missing = [n for n in wanted if n not in names]
+        expected_names = [*self.spec.robot.joint_names, GRIPPER_JOINT]
+        missing = [n for n in expected_names if n not in names]
         if missing or len(positions) != len(names):
             logger.warning("ignoring a joint state without joints %s (names %s)", missing, names)
             return
-        order = [names.index(n) for n in wanted]
+        order = [names.index(n) for n in expected_names]
         joints = np.array([positions[i] for i in order], dtype=np.float64)  # (joints + gripper,)
         with self._lock:
             if len(velocities) == len(names):

@@ -36,9 +36,8 @@ from robota.spec import RobotSpec
 
 logger = logging.getLogger(__name__)
 
-# NOTE: the UR5e datasheet gives no joint acceleration limit. 8 rad/s^2 takes a joint from rest
-# to the UR5e's 180 deg/s in about 0.4 s; it is this project's conservative default, to be set
-# per cell at export.
+# NOTE: the UR5e datasheet gives no joint acceleration limit. This project's conservative
+# default of 8 rad/s^2 takes a joint from rest to 180 deg/s in about 0.4 s. Set it per cell.
 DEFAULT_ACCELERATION_LIMIT_RAD_S2 = 8.0
 # Protective-stop thresholds of the wrist sensor reading; the twin's gripper and a 1 kg part
 # weigh about 20 N. Defaults of this project, to be set per cell at export.
@@ -47,7 +46,7 @@ DEFAULT_MAX_TORQUE_N_M = 10.0
 # A source whose last message is older than this many control periods makes the robot hold.
 DEFAULT_WATCHDOG_PERIODS = 5
 # Workspace box of the UR5e tool point in the base frame: its 0.85 m reach around the base,
-# above the table plane z = 0 that the arm stands on.
+# above the table plane z = 0 that the arm is mounted on.
 UR5E_WORKSPACE_BASE_M = ((-0.9, -0.9, 0.0), (0.9, 0.9, 1.0))
 
 # Fractions of the joint-space step checked against the workspace box.
@@ -394,7 +393,7 @@ class SafetyFilter:
         if self._start_inside and np.all((end_point >= lower) & (end_point <= upper)):
             # NOTE: only the end of the step is checked here. One step is at most one period
             # at the velocity limit (0.31 rad at 10 Hz for the UR5e), so the path between two
-            # points inside the box may bulge out of it by millimetres, not more is assumed.
+            # points inside the box can leave it only briefly, by an amount not bounded here.
             self._start_inside = True
             return joints
 
