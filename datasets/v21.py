@@ -260,7 +260,12 @@ def _v30_info(
     info = {k: v for k, v in reader.info.items() if k not in _V21_ONLY_INFO}
     features = json.loads(json.dumps(info["features"]))  # a deep copy
     for key, stream in video_infos.items():
-        features[key]["info"] = {**stream, **features[key].get("info", {})}
+        # The written stream's codec, size and rate win over what the source's info.json claims;
+        # whether it is a depth map cannot be read from the stream.
+        original = features[key].get("info") or {}
+        features[key]["info"] = {**original, **stream}
+        if "video.is_depth_map" in original:
+            features[key]["info"]["video.is_depth_map"] = original["video.is_depth_map"]
     info.update({
         "codebase_version": CODEBASE_VERSION,
         **settings,

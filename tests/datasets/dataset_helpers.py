@@ -71,11 +71,11 @@ def set_read_only(root: Path, read_only: bool) -> None:
             path.chmod(0o444 if read_only else 0o644)
 
 
-def write_v21(source: Path, target: Path) -> Path:
+def write_v21(source: Path, target: Path, codec: str = "libx264") -> Path:
     """Write a LeRobot v2.1 copy of a v3.0 dataset: one parquet and one mp4 per episode.
 
-    The frame rows are copied as they are; each camera's frames are decoded and encoded again
-    into one H.264 file per episode whose timestamps start at 0, as LeRobot v2.1 writes them.
+    The frame rows are copied as they are. Each camera's frames are decoded and encoded again with
+    `codec` into one file per episode whose timestamps start at 0, as LeRobot v2.1 writes them.
     """
     import json
 
@@ -84,7 +84,7 @@ def write_v21(source: Path, target: Path) -> Path:
     from robota.datasets import open_dataset
     from robota.datasets.layout import column_to_numpy
     from robota.datasets.stats import to_json, vector_stats
-    from robota.datasets.video import EpisodeVideoEncoder
+    from robota.datasets.video import EpisodeVideoEncoder, default_video_options, video_info
 
     reader = open_dataset(source)
     episodes_stats = []
@@ -100,7 +100,7 @@ def write_v21(source: Path, target: Path) -> Path:
             frames = reader.decode_images(index, key)
             video = target / f"videos/chunk-000/{key}/episode_{index:06d}.mp4"
             video.parent.mkdir(parents=True, exist_ok=True)
-            encoder = EpisodeVideoEncoder(video, reader.fps, "libx264", {"crf": "18", "bf": "0"})
+            encoder = EpisodeVideoEncoder(video, reader.fps, codec, default_video_options(codec))
             for frame in frames:
                 encoder.add(frame)
             encoder.close()
@@ -124,6 +124,8 @@ def write_v21(source: Path, target: Path) -> Path:
         "video_path": "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4",
     })
     info.pop("robota", None)
+    for key in reader.video_keys:
+        info["features"][key]["info"] = video_info(target / f"videos/chunk-000/{key}/episode_000000.mp4")
     meta = target / "meta"
     meta.mkdir(parents=True, exist_ok=True)
     (meta / "info.json").write_text(json.dumps(info, indent=4))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dataset_helpers import write_v21
+from dataset_helpers import record, write_v21
 
 from robota.datasets import convert_v21_to_v30, open_dataset
 from robota.datasets.torch_loader import ChunkDataset
@@ -138,3 +138,16 @@ def test_chunk_dataset_reads_v21(v21: Path, recorded: Path, tmp_path: Path) -> N
     np.testing.assert_array_equal(item["action"].numpy(), expected["action"].numpy())
     assert item["action_is_pad"].tolist() == [False, False, False, True]
     assert item["observation.images.wrist"].shape == (32, 32, 3)
+
+
+def test_convert_av1_without_reencoding(tmp_path: Path, small_spec) -> None:
+    """LeRobot's default codec is AV1; episodes encoded one by one still join into one file."""
+    source = write_v21(record(tmp_path / "v30", small_spec, [4, 3]), tmp_path / "v21", codec="libsvtav1")
+    result = open_dataset(convert_v21_to_v30(source, tmp_path / "out"))
+    assert result.features["observation.images.wrist"]["info"]["video.codec"] == "av1"
+    assert len(list((tmp_path / "out/videos").rglob("*.mp4"))) == 1
+    for index in range(2):
+        np.testing.assert_array_equal(
+            result.decode_images(index, "observation.images.wrist"),
+            open_dataset(source).decode_images(index, "observation.images.wrist"),
+        )
