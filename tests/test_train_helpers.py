@@ -1,6 +1,6 @@
 """Helpers of the training tests: a tiny recorded dataset, a tiny config and CLI subprocesses.
 
-This module holds no tests; the training test modules import it.
+This module contains no tests; the training test modules import it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from robota.datasets import DatasetWriter
 from robota.spec import UR5E, make_arm_spec
 
-# A policy small enough that a CPU step takes milliseconds; dropout draws from the torch RNG, so
+# A policy small enough that a CPU step takes milliseconds. Dropout draws from the torch RNG, so
 # a resumed run only matches if that state was restored.
 TINY_CONFIG = """\
 steps = {steps}
