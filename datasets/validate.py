@@ -4,7 +4,8 @@
 
 - timestamps that go backwards or step by other than 1 / fps (beyond a tolerance),
 - NaN or infinite values in numeric columns,
-- columns missing from the data files or with another shape than info.json declares,
+- columns missing from the data files or with another shape than info.json declares, and
+  videos whose frame size is not the declared image shape,
 - missing data and video files, and videos without a frame for some of an episode's timestamps
   (for example a video shorter than the episode's `to_timestamp`),
 - statistics that do not cover a feature, lack a statistic or have the wrong shape,
@@ -94,7 +95,7 @@ def validate(root: str | Path, *, tolerance_s: float = TIMESTAMP_TOLERANCE_S) ->
     except DatasetError as error:
         return [Problem("unreadable", str(error), INFO_PATH)]
 
-    problems = _check_columns(reader)
+    problems = _check_columns(reader) + _check_video_sizes(reader)
     for index in range(reader.num_episodes):
         problems += _check_episode(reader, index, tolerance_s)
     problems += _check_stats(reader)
@@ -230,7 +231,7 @@ def _check_video(
     if not path.exists():
         return [Problem("missing-file", "video file is missing", relative, episode=index, key=key)]
     try:
-        frame_times = _frame_times(path)
+        frame_times, _ = _read_stream(path)
     except (av.FFmpegError, IndexError) as error:
         return [Problem("unreadable", f"not a readable video ({error})", relative, episode=index, key=key)]
     wanted = from_s + column_to_numpy(rows["timestamp"]).astype(np.float64)
@@ -251,27 +252,47 @@ def _check_video(
     )]
 
 
-_FRAME_TIMES: dict[tuple[str, int, int], np.ndarray] = {}
+_STREAMS: dict[tuple[str, int, int], tuple[np.ndarray, tuple[int, int]]] = {}
 
 
-def _frame_times(path: Path) -> np.ndarray:
-    """Return the sorted presentation times in seconds of a video's frames, from its packets.
+def _read_stream(path: Path) -> tuple[np.ndarray, tuple[int, int]]:
+    """Return a video's sorted frame times in seconds, from its packets, and its (height, width).
 
     Only the container is read (no decoding). Results are kept per (path, size, mtime) so a file
     shared by many episodes is read once.
     """
     status = path.stat()
     cache_key = (str(path), status.st_size, status.st_mtime_ns)
-    times = _FRAME_TIMES.get(cache_key)
-    if times is None:
+    result = _STREAMS.get(cache_key)
+    if result is None:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             points = [p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0]
             times = np.sort(np.asarray(points, dtype=np.float64) * float(stream.time_base))
-        if len(_FRAME_TIMES) > 64:
-            _FRAME_TIMES.clear()
-        _FRAME_TIMES[cache_key] = times
-    return times
+            result = (times, (stream.codec_context.height, stream.codec_context.width))
+        if len(_STREAMS) > 64:
+            _STREAMS.clear()
+        _STREAMS[cache_key] = result
+    return result
+
+
+def _check_video_sizes(reader: DatasetReader) -> list[Problem]:
+    """Check that each video's frame size is the image shape that info.json declares."""
+    problems = []
+    for key in reader.video_keys:
+        height, width, _ = reader.image_shape(key)
+        files = dict.fromkeys(reader.video_file(i, key)[0] for i in range(reader.num_episodes))
+        for relative in files:
+            try:
+                _, size = _read_stream(reader.root / relative)
+            except (OSError, av.FFmpegError, IndexError):
+                continue  # reported per episode
+            if size != (height, width):
+                problems.append(Problem(
+                    "shape", f"video frames are {size[0]}x{size[1]} (height x width), but info.json "
+                    f"declares {height}x{width}", relative, key=key,
+                ))
+    return problems
 
 
 def _check_stats(reader: DatasetReader) -> list[Problem]:

@@ -155,3 +155,12 @@ def test_unknown_version_is_unreadable(copy: Path) -> None:
 
 def test_so101_has_no_problems(so101: Path) -> None:
     assert validate(so101) == []
+
+
+def test_image_shape_disagrees_with_video(copy: Path) -> None:
+    info = json.loads((copy / "meta/info.json").read_text())
+    info["features"]["observation.images.top"]["shape"] = [48, 40, 3]
+    (copy / "meta/info.json").write_text(json.dumps(info))
+    problems = validate(copy)
+    assert [(p.kind, p.file, p.key) for p in problems] == [("shape", TOP_VIDEO, "observation.images.top")]
+    assert "video frames are 24x40 (height x width), but info.json declares 48x40" in problems[0].message
