@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from robota.errors import DatasetError
 
 
@@ -53,6 +51,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     """Print recomputed statistics and write them to --output if given."""
+    import numpy as np
+
     from robota.datasets.layout import write_json_atomic
     from robota.datasets.recompute import compute_stats
     from robota.datasets.stats import to_json
