@@ -173,6 +173,7 @@ class RosBridgeIO:
         self._lock = threading.Lock()
         self._latest: dict[str, tuple[float, Any]] = {}
         self._images: dict[str, tuple[float, np.ndarray]] = {}
+        self._failed_stamps: dict[str, float] = {}
         self._previous_joints: tuple[float, np.ndarray] | None = None
         self._velocity: np.ndarray | None = None
         self._connected = False
@@ -291,22 +292,31 @@ class RosBridgeIO:
             self._latest[JOINT_STATES_SOURCE] = (stamp, joints)
 
     def read_frame(self) -> SensorFrame:
-        """Assemble the latest messages into a `SensorFrame`; its observation is `None` until
-        every feature of the spec arrived once."""
+        """Assemble the latest messages into a `SensorFrame`.
+
+        Its observation is `None` until every feature of the spec arrived once. A camera's stamp
+        is that of its last image that decoded, so a camera that sends only broken images trips
+        the watchdog.
+        """
         with self._lock:
             latest = dict(self._latest)
             velocity = None if self._velocity is None else self._velocity.copy()
+        images = {camera: self._image(camera, latest) for camera in self.spec.camera_names}
+
         stamps: dict[str, float | None] = {JOINT_STATES_SOURCE: None}
         if OBS_WRENCH in self.spec.features:
             stamps[WRENCH_SOURCE] = None
-        for camera in self.spec.camera_names:
-            stamps[CAMERA_SOURCE.format(camera=camera)] = None
         for source in stamps:
             if source in latest:
                 stamps[source] = latest[source][0]
-        return SensorFrame(self._observation(latest, velocity), stamps)
+        for camera in self.spec.camera_names:
+            decoded = self._images.get(CAMERA_SOURCE.format(camera=camera))
+            stamps[CAMERA_SOURCE.format(camera=camera)] = None if decoded is None else decoded[0]
+        return SensorFrame(self._observation(latest, velocity, images), stamps)
 
-    def _observation(self, latest: dict[str, tuple[float, Any]], velocity) -> dict[str, Any] | None:
+    def _observation(
+        self, latest: dict[str, tuple[float, Any]], velocity, images: dict[str, np.ndarray | None]
+    ) -> dict[str, Any] | None:
         if JOINT_STATES_SOURCE not in latest:
             return None
         observation: dict[str, Any] = {OBS_STATE: latest[JOINT_STATES_SOURCE][1].astype(np.float32)}
@@ -330,23 +340,32 @@ class RosBridgeIO:
         if task is None:
             return None
         observation[TASK] = task
-        for camera in self.spec.camera_names:
-            image = self._image(camera, latest)
+        for camera, image in images.items():
             if image is None:
                 return None
             observation[OBS_IMAGES + camera] = image
         return observation
 
     def _image(self, camera: str, latest: dict[str, tuple[float, Any]]) -> np.ndarray | None:
-        """Decode a camera's latest message once; later reads of the same message reuse it."""
+        """Return the camera's last image that decoded, decoding a new message once.
+
+        A message that fails to decode is logged and skipped, and the previous image stays.
+        """
         source = CAMERA_SOURCE.format(camera=camera)
+        cached = self._images.get(source)
         if source not in latest:
             return None
         stamp, message = latest[source]
-        cached = self._images.get(source)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        image = decode_image(message, self.spec.features[OBS_IMAGES + camera].shape)
+        if self._failed_stamps.get(source) == stamp or (cached is not None and cached[0] == stamp):
+            return None if cached is None else cached[1]
+        try:
+            image = decode_image(message, self.spec.features[OBS_IMAGES + camera].shape)
+        except MissingExtraError:
+            raise
+        except (RobotaError, KeyError, ValueError) as error:
+            self._failed_stamps[source] = stamp
+            logger.warning("skipping an image on %s that failed to decode: %s", self.camera_topic(camera), error)
+            return None if cached is None else cached[1]
         self._images[source] = (stamp, image)
         return image
 

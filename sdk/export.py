@@ -39,11 +39,11 @@ from robota.edge.manifest import (
     Provenance,
     TensorInfo,
     Validation,
-    VariantInfo,
     file_sha256,
     write_manifest,
 )
 from robota.edge.safety import SafetyConfig
+from robota.quantize import check_variants
 from robota.edge.signing import load_private_key, sign_manifest
 from robota.edge.synthetic import synthesize_observations
 from robota.errors import (
@@ -52,7 +52,6 @@ from robota.errors import (
     DatasetError,
     MissingExtraError,
     ParityError,
-    check_choice,
 )
 from robota.spec import ACTION, TASK, Spec, build_policy_inputs, policy_input_names
 
@@ -186,7 +185,7 @@ def export_policy(
     if not tolerance > 0:
         raise ValueError(f"tolerance must be positive, got {tolerance}")
     _check_output(output, overwrite)
-    variants = _check_variants(variants)
+    variants = check_variants(variants)
     trusted_keys = None
     if signing_key is not None:
         # Load the key before the export work, so a bad key path fails fast.
@@ -268,16 +267,6 @@ def _write_bundle(
     return manifest
 
 
-def _check_variants(variants: Sequence[str]) -> tuple[str, ...]:
-    from robota.quantize import VARIANTS
-
-    if isinstance(variants, str):
-        raise TypeError(f"variants must be a sequence of names, got the string {variants!r}")
-    for name in variants:
-        check_choice("model variant", name, VARIANTS)
-    return tuple(dict.fromkeys(variants))
-
-
 def _add_variants_and_safety(
     manifest: Manifest,
     staging: Path,
@@ -289,19 +278,12 @@ def _add_variants_and_safety(
 
     This runs before signing, so the signed manifest is the final one.
     """
-    from robota.quantize import variant_file_name, variant_parity_error, write_variant
+    from robota.quantize import write_variants
 
-    infos = []
-    for name in variants:
-        path = staging / variant_file_name(name)
-        write_variant(name, staging / MODEL_FILE, path)
-        error = variant_parity_error(manifest.spec, staging / MODEL_FILE, path, observations)
-        logger.info("variant %s: max abs error %.2e against %s", name, error, MODEL_FILE)
-        infos.append(VariantInfo(name, path.name, file_sha256(path), error))
     manifest = dataclasses.replace(
         manifest,
         safety=safety or SafetyConfig.default_for(manifest.spec.robot),
-        variants=tuple(infos),
+        variants=write_variants(manifest.spec, staging, MODEL_FILE, variants, observations),
     )
     write_manifest(manifest, staging)
     return manifest

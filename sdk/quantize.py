@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from robota.errors import MissingExtraError, UnknownNameError
+from robota.edge.manifest import VariantInfo, file_sha256
+from robota.errors import MissingExtraError, UnknownNameError, check_choice
 from robota.spec import Spec, build_policy_inputs
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,37 @@ logger = logging.getLogger(__name__)
 VARIANTS = ("fp16", "int8")
 # Observations per ONNX Runtime call while comparing a variant with the full model.
 PARITY_BATCH_SIZE = 16
+
+
+def check_variants(variants: Sequence[str]) -> tuple[str, ...]:
+    """Return the variant names without repeats, raising `UnknownNameError` on an unknown one."""
+    if isinstance(variants, str):
+        raise TypeError(f"variants must be a sequence of names, got the string {variants!r}")
+    for name in variants:
+        check_choice("model variant", name, VARIANTS)
+    return tuple(dict.fromkeys(variants))
+
+
+def write_variants(
+    spec: Spec,
+    folder: Path,
+    model_file: str,
+    variants: Sequence[str],
+    observations: Sequence[Mapping[str, Any]],
+) -> tuple[VariantInfo, ...]:
+    """Write each variant of `folder / model_file` beside it and measure it against the model.
+
+    Returns:
+        One manifest entry per variant, with its file, sha256 and max abs error.
+    """
+    infos = []
+    for name in variants:
+        path = Path(folder) / variant_file_name(name)
+        write_variant(name, Path(folder) / model_file, path)
+        error = variant_parity_error(spec, Path(folder) / model_file, path, observations)
+        logger.info("variant %s: max abs error %.2e against %s", name, error, model_file)
+        infos.append(VariantInfo(name, path.name, file_sha256(path), error))
+    return tuple(infos)
 
 
 def variant_file_name(name: str) -> str:

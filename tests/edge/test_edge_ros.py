@@ -176,3 +176,15 @@ def test_cli_run_against_fake_bridge(exported_bundle, server: FakeRosbridgeServe
     episode = read_edge_episode(tmp_path / "log" / "episode_000000")
     assert episode["action"].shape[1] == 7
     assert len(episode["action"]) >= 1
+
+
+def test_ros_broken_image_trips_watchdog(server: FakeRosbridgeServer, client: ros.RosBridgeIO) -> None:
+    publish_sensors(server)
+    wait_until(lambda: client.read_frame().observation is not None, TIMEOUT_S, "a complete observation")
+    good_stamp = client.read_frame().stamps_s["camera/wrist"]
+
+    server.publish("/camera/wrist/image/compressed", {"format": "jpeg", "data": base64.b64encode(b"not a jpeg").decode()})
+    wait_until(lambda: client._latest["camera/wrist"][0] > good_stamp, TIMEOUT_S, "the broken image")
+    frame = client.read_frame()
+    assert frame.stamps_s["camera/wrist"] == good_stamp  # the watchdog sees the camera's age grow
+    assert frame.observation is not None  # the last good image stays in the observation
