@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from robota import __version__, console
+from robota.dataset_cli import register as register_dataset_commands
 from robota.demo import DemoConfig
 from robota.errors import RobotaError
 from robota.evaluate import EVAL_SEED_START
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("dataset", type=Path, help="dataset folder (LeRobot v3.0 layout)")
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
     q.set_defaults(handler=_cmd_dataset_info)
+    register_dataset_commands(dataset_commands)
 
     p = commands.add_parser("train", help="train a policy on a dataset")
     p.add_argument("--dataset", type=Path, required=True, help="dataset folder")
