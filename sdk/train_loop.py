@@ -159,6 +159,8 @@ class Precision:
     """
 
     def __init__(self, mode: str, device: torch.device):
+        # NOTE: the CUDA paths (autocast, GradScaler) run only in the gpu-marked tests, which
+        # skip on machines without a GPU.
         self.device_type = device.type
         self.dtype: torch.dtype | None = None
         if device.type == "cuda" and mode != "no":

@@ -192,3 +192,17 @@ def test_twin_evaluation_records_success_rate(tmp_path):
         rates = [row["eval_success_rate"] for row in csv.DictReader(file) if row.get("eval_success_rate")]
     assert len(rates) == 1
     assert 0.0 <= float(rates[0]) <= 1.0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["bf16", "fp16"])
+def test_mixed_precision_on_gpu(tmp_path, mode):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    reports: list = []
+
+    path = _train(_config(tmp_path, device="cuda", mixed_precision=mode, steps=6, log_every=3), reports)
+
+    assert json.loads((path / "config.json").read_text())["train_run"]["mixed_precision"] == mode
+    assert all(torch.isfinite(torch.tensor(metrics["loss"])) for _, metrics in reports)
+    assert load_checkpoint(path).config.chunk_size == 4
