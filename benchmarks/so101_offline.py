@@ -14,7 +14,7 @@ Phases, each a function below:
 
 Run it with the data folder that holds `lerobot_v3_so101_sim/`:
 
-    python benchmarks/so101_offline.py --data ../shared/data --steps 800
+    python benchmarks/so101_offline.py --data "$ROBOTA_TEST_DATA" --steps 800
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ from robota.spec import ACTION, OBS_STATE, TASK, Spec, build_policy_inputs, poli
 logger = logging.getLogger("so101_offline")
 
 SO101_FOLDER = "lerobot_v3_so101_sim"
+# The test suite's default data folder: `shared/data` beside the repository.
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 EVAL_BATCH_SIZE = 64
 
 
@@ -268,8 +270,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--data",
         type=Path,
-        default=Path(os.environ.get("ROBOTA_TEST_DATA", "../shared/data")),
-        help=f"folder that contains {SO101_FOLDER}/ (default: $ROBOTA_TEST_DATA or ../shared/data)",
+        default=Path(os.environ.get("ROBOTA_TEST_DATA", DEFAULT_DATA)),
+        help=f"folder that contains {SO101_FOLDER}/ (default: $ROBOTA_TEST_DATA, else {DEFAULT_DATA})",
     )
     parser.add_argument("--workdir", type=Path, help="folder for the checkpoint and bundle (default: a new temporary folder)")
     parser.add_argument(

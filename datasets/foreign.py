@@ -76,7 +76,9 @@ def vector_feature(
     description: str = "",
 ) -> FeatureSpec:
     """Describe a float32 vector feature with one name per element."""
-    return FeatureSpec(key, "float32", (len(names),), names=tuple(names), unit=unit, frame=frame, description=description)
+    return FeatureSpec(
+        key, "float32", (len(names),), names=tuple(names), unit=unit, frame=frame, description=description
+    )
 
 
 def camera_feature(camera: str, height: int, width: int, description: str = "") -> FeatureSpec:
@@ -138,7 +140,11 @@ def make_foreign_spec(
         features[feature.key] = feature
     features[TASK] = FeatureSpec(TASK, "string", (1,), description="language instruction, any language")
     features[ACTION] = vector_feature(
-        ACTION, names, unit=action_unit, frame="joint", description=action_description or "arm commands, then the gripper command"
+        ACTION,
+        names,
+        unit=action_unit,
+        frame="joint",
+        description=action_description or "arm commands, then the gripper command",
     )
     return Spec(robot=robot, fps=int(fps), features=features)
 

@@ -213,13 +213,16 @@ def _observation_features(demo: Any, metadata: Mapping[str, Any], include_sim_st
     if obs is not None:
         for key in sorted(obs.keys()):
             array = obs[key]
-            if key.endswith(IMAGE_SUFFIX) and array.ndim == 4 and array.dtype == np.uint8 and array.shape[-1] == 3:
+            is_rgb = array.ndim == 4 and array.dtype == np.uint8 and array.shape[-1] == 3
+            if key.endswith(IMAGE_SUFFIX) and is_rgb:
                 features.insert(0, camera_feature(key[: -len(IMAGE_SUFFIX)], array.shape[1], array.shape[2]))
             elif array.ndim in (1, 2) and np.issubdtype(array.dtype, np.number):
                 size = 1 if array.ndim == 1 else int(array.shape[1])
                 features.append(vector_feature(f"observation.{key}", element_names(key, size)))
             else:
-                logger.warning("skipping obs/%s of shape %s and dtype %s: not RGB and not a vector", key, array.shape, array.dtype)
+                logger.warning(
+                    "skipping obs/%s of shape %s and dtype %s: not RGB and not a vector", key, array.shape, array.dtype
+                )
     if "states" in demo:
         layout = QPOS_LAYOUTS.get(str(metadata.get("robot")))
         if obs is None and layout is not None:

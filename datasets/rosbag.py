@@ -30,7 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from robota.datasets.foreign import camera_feature, element_names, generic_robot, make_foreign_spec, resize_rgb, vector_feature
+from robota.datasets.foreign import (
+    camera_feature,
+    element_names,
+    generic_robot,
+    make_foreign_spec,
+    resize_rgb,
+    vector_feature,
+)
 from robota.datasets.rosbag_mapping import BagMapping, TopicMapping, load_mapping
 from robota.datasets.writer import DatasetWriter
 from robota.errors import DatasetError, MissingExtraError, UnknownNameError
@@ -47,7 +54,16 @@ JOINT_TRAJECTORY = "trajectory_msgs/msg/JointTrajectory"
 FLOAT64_ARRAY = "std_msgs/msg/Float64MultiArray"
 FLOAT32_ARRAY = "std_msgs/msg/Float32MultiArray"
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
-SUPPORTED_TYPES = (JOINT_STATE, IMAGE, COMPRESSED_IMAGE, WRENCH_STAMPED, WRENCH, JOINT_TRAJECTORY, FLOAT64_ARRAY, FLOAT32_ARRAY)
+SUPPORTED_TYPES = (
+    JOINT_STATE,
+    IMAGE,
+    COMPRESSED_IMAGE,
+    WRENCH_STAMPED,
+    WRENCH,
+    JOINT_TRAJECTORY,
+    FLOAT64_ARRAY,
+    FLOAT32_ARRAY,
+)
 WRENCH_NAMES = ("fx", "fy", "fz", "tx", "ty", "tz")
 
 
@@ -241,7 +257,8 @@ def _read_bag(path: Path, mapping: BagMapping, report: ImportReport) -> _BagStre
             raise DatasetError(f"bag {path} has no topic {missing}; its topics: {sorted(reader.topics)}")
         for name, info in sorted(reader.topics.items()):
             if name not in mapped_topics and name not in {t.topic for t in report.unmapped}:
-                report.unmapped.append(TopicInfo(name, info.msgtype or "", int(info.msgcount), (info.msgtype or "") in SUPPORTED_TYPES))
+                msgtype = info.msgtype or ""
+                report.unmapped.append(TopicInfo(name, msgtype, int(info.msgcount), msgtype in SUPPORTED_TYPES))
         collected: dict[str, list[tuple[int, Any]]] = {topic: [] for topic in mapped_topics}
         types = {}
         connections = [c for c in reader.connections if c.topic in mapped_topics]
@@ -296,7 +313,9 @@ def _stamp_ns(message: Any, bag_time_ns: int, topic: TopicMapping) -> int:
     if topic.stamp == "bag" or (topic.stamp == "auto" and header is None):
         return int(bag_time_ns)
     if header is None:
-        raise DatasetError(f"topic {topic.topic}: stamp = 'header' but its messages have no header; use stamp = 'bag'")
+        raise DatasetError(
+            f"topic {topic.topic}: stamp = 'header' but its messages have no header; use stamp = 'bag'"
+        )
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
@@ -380,7 +399,9 @@ def _raw_image(message: Any) -> np.ndarray:
     encoding = message.encoding.lower()
     channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}.get(encoding)
     if channels is None:
-        raise DatasetError(f"image encoding {message.encoding!r} is not supported; use rgb8, bgr8, rgba8, bgra8 or mono8")
+        raise DatasetError(
+            f"image encoding {message.encoding!r} is not supported; use rgb8, bgr8, rgba8, bgra8 or mono8"
+        )
     rows = np.asarray(message.data, dtype=np.uint8).reshape(message.height, message.step)
     image = rows[:, : message.width * channels].reshape(message.height, message.width, channels)
     if channels == 1:
@@ -427,12 +448,18 @@ def _bag_spec(mapping: BagMapping, bag: _BagStreams) -> Spec:
             action_stream = stream
         elif feature.startswith(OBS_IMAGES):
             if stream.msgtype not in IMAGE_TYPES:
-                raise DatasetError(f"topic {stream.mapping.topic} maps to camera {feature!r} but carries {stream.msgtype}")
+                raise DatasetError(
+                    f"topic {stream.mapping.topic} maps to camera {feature!r} but carries {stream.msgtype}"
+                )
             observations.insert(0, camera_feature(feature[len(OBS_IMAGES):], value.shape[0], value.shape[1]))
         else:
             if stream.msgtype in IMAGE_TYPES:
-                raise DatasetError(f"topic {stream.mapping.topic} carries images; map it to observation.images.<camera>")
-            names = stream.names if stream.names and len(stream.names) == len(value) else element_names(feature.rsplit(".", 1)[-1], len(value))
+                raise DatasetError(
+                    f"topic {stream.mapping.topic} carries images; map it to observation.images.<camera>"
+                )
+            names = stream.names
+            if not names or len(names) != len(value):
+                names = element_names(feature.rsplit(".", 1)[-1], len(value))
             unit = stream.mapping.unit or ("N; N*m" if stream.msgtype in (WRENCH_STAMPED, WRENCH) else None)
             observations.append(vector_feature(feature, names, unit=unit, frame=stream.frame_id))
 
