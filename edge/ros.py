@@ -177,6 +177,7 @@ class RosBridgeIO:
         self._previous_joints: tuple[float, np.ndarray] | None = None
         self._velocity: np.ndarray | None = None
         self._connected = False
+        self._closing = False
         self._epoch = 0
         self._ros = None
         self._topics: list = []
@@ -241,7 +242,7 @@ class RosBridgeIO:
         for subscription in self._topics:
             subscription.unsubscribe()
         self._topics.clear()
-        self._connected = False
+        self._closing = True
         try:
             self._ros.close()
         except Exception as error:  # a dead connection may fail to close cleanly
@@ -252,6 +253,9 @@ class RosBridgeIO:
         with self._lock:
             self._connected = False
             self._epoch += 1
+        if self._closing:
+            logger.info("rosbridge connection to %s closed", self.url)
+            return
         logger.warning("rosbridge connection to %s lost; commands are dropped until it is back", self.url)
 
     def _on_ready(self, *_args) -> None:
