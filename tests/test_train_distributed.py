@@ -15,7 +15,7 @@ from robota.policies import load_checkpoint
 from robota.train_state import list_step_folders
 from test_train_helpers import cli_env, free_port, write_tiny_config, write_tiny_dataset
 
-pytestmark = pytest.mark.multiprocess
+pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 STEPS = 8
 
 

@@ -50,6 +50,7 @@ def _kill_at_step(command: list[str], env: dict[str, str], step: int, timeout_s:
             process.wait()
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_bit_identical(tiny_run):
     env = cli_env(tiny_run["cache"])
     reference = tiny_run["root"] / "reference"
