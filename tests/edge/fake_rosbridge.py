@@ -1,7 +1,7 @@
 """A test double of a rosbridge v2 server, for the client tests of `robota.edge.ros`.
 
-It speaks just enough of the protocol for the client: it records every operation a client
-sends, publishes messages to subscribed clients, answers service calls, and can drop all
+It speaks just enough of the protocol for the client. It records every operation a client
+sends, publishes messages to every connected client, replies to service calls, and can drop all
 connections to test reconnects. It listens on 127.0.0.1 on a free port, in its own thread with
 its own asyncio loop. It is not a ROS bridge; the end-to-end test against the twin's endpoint
 (`robota sim serve`) is separate.

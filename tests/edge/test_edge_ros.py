@@ -186,5 +186,5 @@ def test_ros_broken_image_trips_watchdog(server: FakeRosbridgeServer, client: ro
     server.publish("/camera/wrist/image/compressed", {"format": "jpeg", "data": base64.b64encode(b"not a jpeg").decode()})
     wait_until(lambda: client._latest["camera/wrist"][0] > good_stamp, TIMEOUT_S, "the broken image")
     frame = client.read_frame()
-    assert frame.stamps_s["camera/wrist"] == good_stamp  # the watchdog sees the camera's age grow
+    assert frame.stamps_s["camera/wrist"] == good_stamp  # so the watchdog measures the camera's age from the good image
     assert frame.observation is not None  # the last good image stays in the observation
