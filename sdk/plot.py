@@ -7,11 +7,9 @@ from pathlib import Path
 
 from robota.errors import MissingExtraError, RobotaError
 from robota.train_metrics import read_metrics
-from robota.train_state import METRICS_FILE
+from robota.train_state import METRICS_FILE, PLOT_FILE
 
 logger = logging.getLogger(__name__)
-
-PLOT_FILE = "curves.png"
 _TIMING = ("data_s", "update_s")
 _NOT_LOSS = {"epoch", "lr", "grad_norm", "step_s", "samples_per_s", "data_share", *_TIMING}
 

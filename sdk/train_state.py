@@ -5,6 +5,7 @@ A run folder (`TrainConfig.output`) contains:
     config.json, model.safetensors, stats.json    the final checkpoint (robota.policies.checkpoint)
     train_config.toml                             the resolved config of the run
     metrics.csv, tensorboard/                     training curves
+    curves.png                                    the curves drawn by `robota plot`
     checkpoints/step-000500/                      a training-state checkpoint:
         config.json, model.safetensors, stats.json    a loadable checkpoint of the weights to use
                                                       (the moving average where one is kept)
@@ -43,10 +44,13 @@ CHECKPOINTS_DIR = "checkpoints"
 METRICS_FILE = "metrics.csv"
 TENSORBOARD_DIR = "tensorboard"
 CONFIG_TOML = "train_config.toml"
+PLOT_FILE = "curves.png"
 STATE_FILE = "training_state.pt"
 TRAINER_STATE_FILE = "trainer_state.json"
 POLICY_FILES = ("config.json", "model.safetensors", "stats.json")
-RUN_ENTRIES = frozenset({*POLICY_FILES, CHECKPOINTS_DIR, METRICS_FILE, TENSORBOARD_DIR, CONFIG_TOML})
+RUN_ENTRIES = frozenset(
+    {*POLICY_FILES, CHECKPOINTS_DIR, METRICS_FILE, TENSORBOARD_DIR, CONFIG_TOML, PLOT_FILE}
+)
 STATE_FORMAT = 1
 _STEP_FOLDER = re.compile(r"^step-(\d{6,})$")
 

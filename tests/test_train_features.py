@@ -14,6 +14,7 @@ from robota.errors import CheckpointError
 from robota.plot import plot_run
 from robota.policies import load_checkpoint
 from robota.train import train
+from robota.train_cli import main
 from robota.train_state import best_checkpoint, list_step_folders, load_training_state
 from robota.spec import encode_instruction
 from test_train import InMemoryChunkDataset, _config
@@ -96,6 +97,23 @@ def test_plot_writes_png(run_folder, tmp_path):
     path = plot_run(run_folder, tmp_path / "curves.png")
 
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_command_writes_curves(run_folder, capsys):
+    pytest.importorskip("matplotlib")
+
+    status = main(["plot", str(run_folder)])
+
+    assert status == 0
+    assert (run_folder / "curves.png").is_file()
+    assert "curves.png" in capsys.readouterr().out
+
+
+def test_plot_without_metrics_fails(tmp_path, capsys):
+    status = main(["plot", str(tmp_path)])
+
+    assert status == 2
+    assert "metrics.csv not found" in capsys.readouterr().err
 
 
 def test_accumulation_matches_larger_batch(tmp_path):
