@@ -50,7 +50,6 @@ MODES = ("realtime", "lockstep")
 TASK_PERIOD_S = 1.0
 # Request errors logged per client at warning level; later ones are logged at debug level.
 LOGGED_ERRORS_PER_CLIENT = 10
-OPS = ("subscribe", "unsubscribe", "advertise", "unadvertise", "publish", "call_service", "set_level")
 
 _T = TypeVar("_T")
 
@@ -194,18 +193,22 @@ class SilServer:
         ]
 
     def _publish(self, messages: dict[str, dict[str, Any]], *, to: Connection | None = None) -> None:
-        """Queue each message for every client whose subscription is due, encoding it once."""
+        """Queue each message for every client whose subscription is due, encoding it once.
+
+        With `to`, queue them for that client only, bypassing the throttle.
+        """
         now_s = time.monotonic()
-        connections = [to] if to is not None else list(self._connections)
+        force = to is not None
+        connections = [to] if force else list(self._connections)
         for topic, message in messages.items():
             text = None
             for connection in connections:
-                if not connection.wants(topic, now_s) and to is None:
+                if not (force or connection.wants(topic, now_s)):
                     continue
                 if text is None:
                     operation = {"op": "publish", "topic": topic, "msg": message}
                     text = json.dumps(operation, ensure_ascii=False, separators=(",", ":"))
-                connection.offer(topic, text, now_s, force=to is not None)
+                connection.offer(topic, text, now_s, force=force)
 
     async def _run_realtime(self) -> None:
         period_s = 1.0 / self.driver.feature_spec.fps
@@ -267,7 +270,7 @@ class SilServer:
             handler = self._ops.get(request["op"])
             if handler is None:
                 raise msgs.BridgeMessageError(
-                    f"unknown op {request['op']!r}; this server handles {', '.join(OPS)}"
+                    f"unknown op {request['op']!r}; this server handles {', '.join(self._ops)}"
                 )
             result = handler(connection, request)
             if asyncio.iscoroutine(result):
