@@ -199,8 +199,9 @@ class TwinSpecDataset(torch.utils.data.Dataset):
 
 
 @pytest.mark.slow
-def test_twin_evaluation_records_success_rate(tmp_path):
+def test_twin_evaluation_records_success_rate(tmp_path, monkeypatch):
     pytest.importorskip("mujoco")
+    monkeypatch.chdir(tmp_path)  # An unstable rollout of random weights writes MUJOCO_LOG.TXT here.
     torch.set_num_threads(1)
     config = _config(tmp_path, output=tmp_path / "run", steps=4, log_every=2, eval_every=4, eval_episodes=1)
 
