@@ -84,6 +84,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         seed_start=args.seed_start,
         output=args.output,
         workers=args.workers,
+        variant=args.variant,
     )
     with console.progress("eval", config.episodes) as bar:
         report = evaluate(config, progress=bar)
@@ -109,6 +110,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         tolerance=args.tolerance,
         overwrite=args.overwrite,
         signing_key=args.sign,
+        variants=args.variants,
     )
     print(
         f"wrote bundle {result.bundle}; parity max abs error {result.parity_max_abs_error:.2e} "
@@ -190,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-start", type=int, default=EVAL_SEED_START, help="first evaluation seed")
     p.add_argument("--output", type=Path, default=Path("eval-report.json"), help="JSON report")
     p.add_argument("--workers", type=int, default=1, help="processes running episodes")
+    p.add_argument(
+        "--variant", choices=("fp16", "int8"), help="run a bundle's reduced-precision model"
+    )
     p.set_defaults(handler=_cmd_eval)
 
     p = commands.add_parser("export", help="export a checkpoint to an ONNX bundle")
@@ -199,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-frames", type=int, default=64, help="frames for the parity check")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max abs parity error allowed")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
+    p.add_argument(
+        "--variants",
+        type=lambda text: tuple(v for v in text.split(",") if v),
+        default=(),
+        metavar="LIST",
+        help="reduced-precision copies to add, comma-separated: fp16, int8",
+    )
     p.add_argument(
         "--sign", type=Path, metavar="KEY", help="Ed25519 private key (PEM) to sign the manifest"
     )

@@ -46,13 +46,23 @@ def policy_kind(path: Path) -> str:
     )
 
 
-def load_rollout_policy(path: Path):
-    """Load a checkpoint or a bundle as a rollout policy with `reset()`, `__call__` and `.spec`."""
+def load_rollout_policy(path: Path, variant: str | None = None):
+    """Load a checkpoint or a bundle as a rollout policy with `reset()`, `__call__` and `.spec`.
+
+    Args:
+        path: Checkpoint or bundle folder.
+        variant: Reduced-precision model of a bundle (`fp16` or `int8`); `None` runs fp32.
+    """
     kind = policy_kind(path)
     if kind == "bundle":
         from robota.edge.policy import BundlePolicy
 
-        return BundlePolicy.from_path(path)
+        return BundlePolicy.from_path(path, variant=variant)
+    if variant is not None:
+        raise RobotaError(
+            f"variant {variant!r} applies to bundles only, but {path} is a checkpoint; "
+            "export it with `robota export --variants` first"
+        )
     from robota.policies.runner import TorchPolicyRunner
 
     return TorchPolicyRunner.from_checkpoint(path)
@@ -95,6 +105,7 @@ class EvalConfig:
         seed_start: First seed; episode k uses `seed_start + k`.
         output: Report path (JSON); none writes no file.
         workers: Processes that run episodes in parallel.
+        variant: Reduced-precision model of a bundle to run (`fp16` or `int8`).
     """
 
     policy: Path
@@ -103,6 +114,7 @@ class EvalConfig:
     seed_start: int = EVAL_SEED_START
     output: Path | None = None
     workers: int = 1
+    variant: str | None = None
 
     def __post_init__(self) -> None:
         self.policy = Path(self.policy)
@@ -133,14 +145,14 @@ def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> di
             progress.advance(1, success=sum(r["success"] for r in rows) / len(rows))
 
     if config.workers <= 1:
-        _init_worker(config.policy, config.task)
+        _init_worker(config.policy, config.task, config.variant)
         for seed in seeds:
             collect(_run_seed(seed))
         _close_worker()
     else:
         context = multiprocessing.get_context("spawn")
         with context.Pool(
-            config.workers, initializer=_init_worker, initargs=(config.policy, config.task)
+            config.workers, initializer=_init_worker, initargs=(config.policy, config.task, config.variant)
         ) as pool:
             for row in pool.imap_unordered(_run_seed, seeds):
                 collect(row)
@@ -156,12 +168,12 @@ def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> di
 _worker_state: dict[str, Any] = {}
 
 
-def _init_worker(policy_path: Path, task: str) -> None:
+def _init_worker(policy_path: Path, task: str, variant: str | None = None) -> None:
     from robota.sim import make_env
 
     if multiprocessing.parent_process() is not None:
         _limit_threads_in_worker()
-    policy = load_rollout_policy(policy_path)
+    policy = load_rollout_policy(policy_path, variant)
     env = make_env(task, image_size=image_size_of(policy.spec))
     check_policy_fits_task(policy.spec, env.unwrapped.feature_spec)
     _worker_state.update(policy=policy, env=env)
