@@ -136,9 +136,15 @@ class SilServer:
         await self._reset(config.seed, None)
 
         # A trajectory travels in one message, so frames may reach 16 MiB (10,000 points fit).
-        self._server = await serve(
-            self._serve_connection, config.host, config.port, max_size=16 * 2**20
-        )
+        try:
+            self._server = await serve(
+                self._serve_connection, config.host, config.port, max_size=16 * 2**20
+            )
+        except OSError as error:
+            raise RobotaError(
+                f"cannot listen on {config.host}:{config.port} ({error}); pass another --port, "
+                "or 0 to let the system pick a free one"
+            ) from None
         if config.mode == "realtime":
             self._background.append(asyncio.create_task(self._run_realtime()))
         self._background.append(asyncio.create_task(self._publish_task_periodically()))
@@ -153,7 +159,7 @@ class SilServer:
         )
 
     async def close(self) -> None:
-        """Stop stepping, close every connection and the twin."""
+        """Stop stepping, close every connection and the twin; safe after a failed `start`."""
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -477,8 +483,8 @@ async def _serve_until_signal(config: SilConfig) -> None:
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, stop.set)
     server = SilServer(config)
-    await server.start()
     try:
+        await server.start()
         await stop.wait()
         logger.info("stop signal received; closing the SIL server")
     finally:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -70,3 +73,15 @@ def test_sigterm_stops_server(tmp_path) -> None:
 
     assert stop_server(process) == 0
     assert "SIL server stopped" in (tmp_path / "server.log").read_text()
+
+
+def test_port_in_use_fails_with_status_2() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        command = [sys.executable, "-m", "robota.sim_cli", "sim", "serve", "--port", str(port)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
