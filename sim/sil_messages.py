@@ -157,7 +157,8 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image), mode="RGB").save(
+    # Pillow reads a uint8 (height, width, 3) array as RGB.
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(
         buffer, format="JPEG", quality=quality
     )
     return buffer.getvalue()
