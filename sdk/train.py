@@ -75,8 +75,8 @@ def train(
 
     Raises:
         CheckpointError: `config.output` is a file or a folder with other files, or contains
-            training checkpoints while `resume` is off; checked before the first step, so no
-            training run is lost to it.
+            training checkpoints while `resume` is off. This is checked before the first step,
+            so no training run is lost to it.
     """
     from robota import train_dist
 
@@ -103,11 +103,13 @@ class _Run:
 
         check_run_folder(config.output, resume=config.resume)
         self.context = context
+
         _seed_everything(config.seed)
         self.train_set, self.val_set = build_datasets(config, factory)
         self.policy = _build_policy(config, self.train_set).to(context.device)
         if context.distributed:  # Same initial weights everywhere, different dropout masks.
             torch.manual_seed(config.seed + context.rank)
+
         self.config = _resolve(config, self.policy)
         self.effective_batch = config.batch_size * config.grad_accum_steps * context.world_size
         self.peak_lr = self.config.lr * _lr_scale(self.config, self.effective_batch)
@@ -118,6 +120,7 @@ class _Run:
         self.average = make_average(self.policy, self.config.ema_decay)
         self.precision = Precision(self.config.mixed_precision, context.device)
         self.stream = BatchStream(self.train_set, context, self.config)
+
         self.start_step = self._resume() if self.config.resume else 0
         self.model = self._wrap(self.policy)
         self.metrics = self._open_metrics()
