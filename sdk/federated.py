@@ -1,0 +1,490 @@
+"""Federated training across sites on Flower's Deployment Engine, as real processes.
+
+The coordinator runs a Flower SuperLink and submits robota's ServerApp (`robota.federated_app`)
+with `flwr run`; each site runs a SuperNode whose dataset path is node configuration, read by the
+ClientApp on the site's machine and never sent. Only spec, pooled statistics, sample counts and
+weight updates travel.
+
+```python
+from robota.federated import FederationConfig, train_federated_local
+
+checkpoint = train_federated_local(["site-a/data", "site-b/data"], FederationConfig(output="fed"))
+```
+
+Every Flower process is started with telemetry, update checks and runtime dependency installation
+turned off, a private `FLWR_HOME`, and loopback addresses unless the caller names another host.
+Flower's Simulation Engine (Ray) is never used. Every wait has a deadline, and every process is
+stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robota.errors import RobotaError
+from robota.federated_strategy import COMPRESSIONS, AggregationConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FederationConfig",
+    "FederationError",
+    "FlowerProcesses",
+    "pool_stats",
+    "train_federated_local",
+]
+
+LOOPBACK = "127.0.0.1"
+CONNECTION_NAME = "robota"
+APP_CONFIG_KEY = "robota-config"
+# Settings that keep Flower's processes from contacting anything but the SuperLink.
+FLOWER_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+}
+
+
+class FederationError(RobotaError):
+    """A federated run could not start or finish: missing sites, a failed round, a dead process."""
+
+
+@dataclasses.dataclass
+class FederationConfig:
+    """Settings of a federated run, sent to the ServerApp as one JSON run-config entry.
+
+    Attributes:
+        output: Folder of the run: `global/` (a robota checkpoint, replaced after every round)
+            and `rounds.json` (sites, acceptances and bytes per round).
+        rounds: Federated rounds.
+        local_steps: Optimiser steps each site runs per round (H).
+        strategy: `fedavg`, `fedprox` or `diloco`.
+        min_sites: Sites that must be connected before the first round.
+        quorum: Accepted updates a round needs; 0 means `min_sites`.
+        wait_timeout_s: Deadline for `min_sites` sites to connect.
+        round_timeout_s: Deadline of each round's replies (and of the setup query).
+        compression: `none`, `fp16` or `int8` (per-tensor scale) for the site updates.
+        aggregation: `mean`, `trimmed-mean` or `median`.
+        trim_fraction: Fraction cut at each end by `trimmed-mean`.
+        reject_nonfinite: Reject updates with NaN or Inf. Turn off only for a control run.
+        max_norm_ratio: Reject updates whose norm exceeds this multiple of the round's median
+            norm (with 3 or more updates); 0 turns it off.
+        outer_lr: Outer learning rate; DiLoCo's paper uses 0.7, FedAvg is 1.0.
+        outer_momentum: DiLoCo's Nesterov momentum; 0.9 in the DiLoCo paper.
+        proximal_mu: FedProx's proximal coefficient μ; used with `fedprox` only.
+        policy: Registered policy name.
+        policy_overrides: Fields of the policy config to change.
+        chunk_size: Action chunk length.
+        batch_size: Site batch size.
+        lr: Site (inner) AdamW learning rate.
+        weight_decay: Site AdamW weight decay.
+        grad_clip_norm: Site gradient clipping norm.
+        seed: Seed of the initial global weights and of the sites' data order.
+    """
+
+    output: Path = Path("federated-run")
+    rounds: int = 3
+    local_steps: int = 20
+    strategy: str = "fedavg"
+    min_sites: int = 2
+    quorum: int = 0
+    wait_timeout_s: float = 120.0
+    round_timeout_s: float = 600.0
+    compression: str = "none"
+    aggregation: str = "mean"
+    trim_fraction: float = 0.2
+    reject_nonfinite: bool = True
+    max_norm_ratio: float = 10.0
+    outer_lr: float = 1.0
+    outer_momentum: float = 0.0
+    proximal_mu: float = 0.01
+    policy: str = "act"
+    policy_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    chunk_size: int = 10
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    grad_clip_norm: float = 10.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.output = Path(self.output)
+        for name in ("rounds", "local_steps", "min_sites", "chunk_size", "batch_size"):
+            if getattr(self, name) < 1:
+                raise FederationError(f"FederationConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if self.quorum < 0:
+            raise FederationError(f"FederationConfig.quorum must be 0 (= min_sites) or positive, got {self.quorum}")
+        if self.quorum == 0:
+            self.quorum = self.min_sites
+        for name in ("wait_timeout_s", "round_timeout_s", "lr"):
+            if getattr(self, name) <= 0:
+                raise FederationError(f"FederationConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.compression not in COMPRESSIONS:
+            raise FederationError(f"FederationConfig.compression {self.compression!r} is not one of {COMPRESSIONS}")
+        self.aggregation_config()  # Validates strategy, aggregation and the outer step.
+
+    def aggregation_config(self) -> AggregationConfig:
+        """Return the coordinator's aggregation settings."""
+        return AggregationConfig(
+            strategy=self.strategy,
+            outer_lr=self.outer_lr,
+            outer_momentum=self.outer_momentum,
+            aggregation=self.aggregation,
+            trim_fraction=self.trim_fraction,
+            reject_nonfinite=self.reject_nonfinite,
+            max_norm_ratio=self.max_norm_ratio,
+        )
+
+    def site_settings(self, round_index: int) -> dict[str, Any]:
+        """Return what a site needs to train one round; the seed differs per round."""
+        return {
+            "round": round_index,
+            "local_steps": self.local_steps,
+            "compression": self.compression,
+            "proximal_mu": self.proximal_mu if self.strategy == "fedprox" else 0.0,
+            "policy": self.policy,
+            "policy_overrides": self.policy_overrides,
+            "chunk_size": self.chunk_size,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "grad_clip_norm": self.grad_clip_norm,
+            "seed": self.seed + round_index,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as JSON types."""
+        values = dataclasses.asdict(self)
+        values["output"] = str(self.output)
+        return values
+
+    def to_json(self) -> str:
+        """Return the settings as one JSON string."""
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> FederationConfig:
+        """Build the settings from `to_json`'s output."""
+        return cls(**json.loads(text))
+
+
+def pool_stats(site_stats: Sequence[tuple[Mapping[str, Any], int]]) -> dict[str, Any]:
+    """Pool per-site dataset statistics, weighting each site by its sample count.
+
+    `mean` and `std` are pooled exactly (the pooled variance is the weighted mean of the site
+    variances plus the variance of the site means); `min` and `max` take the extremes, `count`
+    adds up, and other entries (quantiles) are weighted means.
+
+    NOTE: pooled quantiles are an approximation; a policy that normalises by quantiles sees
+    slightly different bounds than one trained on the union of the data.
+    """
+    weights = np.asarray([max(count, 1) for _, count in site_stats], dtype=np.float64)
+    weights = weights / weights.sum()
+    pooled: dict[str, Any] = {}
+    for key in site_stats[0][0]:
+        entries = [stats[key] for stats, _ in site_stats]
+        pooled[key] = _pool_feature(entries, weights)
+    return pooled
+
+
+def _pool_feature(entries: list[Mapping[str, Any]], weights: np.ndarray) -> dict[str, Any]:
+    def stacked(name: str) -> np.ndarray:
+        return np.stack([np.asarray(entry[name], dtype=np.float64) for entry in entries])
+
+    def weighted(values: np.ndarray) -> np.ndarray:
+        return np.tensordot(weights, values, axes=1)
+
+    pooled: dict[str, Any] = {}
+    for name in entries[0]:
+        values = stacked(name)
+        if name == "min":
+            pooled[name] = values.min(axis=0)
+        elif name == "max":
+            pooled[name] = values.max(axis=0)
+        elif name == "count":
+            pooled[name] = values.sum(axis=0)
+        elif name == "std" and "mean" in entries[0]:
+            means = stacked("mean")
+            mean = weighted(means)
+            variance = weighted(values**2) + weighted((means - mean) ** 2)
+            pooled[name] = np.sqrt(variance)
+        else:
+            pooled[name] = weighted(values)
+    return {name: value.tolist() for name, value in pooled.items()}
+
+
+# Processes -----------------------------------------------------------------------------------
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """Return a TCP port that is free on `host` now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def flower_env(flwr_home: Path) -> dict[str, str]:
+    """Return the environment of a Flower process: no telemetry, no installs, private home."""
+    env = dict(os.environ)
+    env.update(FLOWER_ENV)
+    env["FLWR_HOME"] = str(flwr_home)
+    # The SuperLink and SuperNodes start `flower-superexec` by name, so this venv's scripts come first.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _flower_binary(name: str) -> str:
+    """Return the path of a Flower console script installed beside this Python."""
+    candidate = Path(sys.executable).with_name(name)
+    if candidate.is_file():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise FederationError(
+            f"{name} not found beside {sys.executable} or on PATH; install the extra: "
+            "pip install 'robota[federated]'"
+        )
+    return found
+
+
+def wait_for_port(host: str, port: int, timeout_s: float, process: subprocess.Popen | None = None) -> None:
+    """Poll until a TCP server accepts on `host:port`.
+
+    Raises:
+        FederationError: The port did not open within `timeout_s`, or `process` exited first.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise FederationError(
+                f"process {process.pid} ({process.args[0] if isinstance(process.args, list) else process.args}) "
+                f"exited with code {process.returncode} before {host}:{port} opened; see its log"
+            )
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.settimeout(0.5)
+            if probe.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.2)
+    raise FederationError(f"{host}:{port} did not open within {timeout_s:.0f} s; see the process log")
+
+
+def write_app(folder: Path, config: FederationConfig) -> Path:
+    """Write the Flower app folder that `flwr run` packs: a pyproject.toml naming robota's apps.
+
+    The components live in the installed `robota.federated_app`, so the folder holds only the
+    app metadata and the run config (the federation settings as one JSON string).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = json.dumps(config.to_json())  # A TOML basic string is a JSON string.
+    (folder / "pyproject.toml").write_text(
+        "[build-system]\n"
+        'requires = ["hatchling"]\n'
+        'build-backend = "hatchling.build"\n\n'
+        "[project]\n"
+        'name = "robota-federated"\n'
+        'version = "1.0.0"\n'
+        "dependencies = []\n\n"
+        "[tool.flwr.app]\n"
+        'publisher = "robota"\n\n'
+        "[tool.flwr.app.components]\n"
+        'serverapp = "robota.federated_app:server_app"\n'
+        'clientapp = "robota.federated_app:client_app"\n\n'
+        "[tool.flwr.app.config]\n"
+        f"{APP_CONFIG_KEY} = {settings}\n",
+        encoding="utf-8",
+    )
+    return folder
+
+
+def write_connection(flwr_home: Path, host: str, port: int) -> None:
+    """Write `$FLWR_HOME/config.toml` with one insecure connection to the SuperLink.
+
+    The file replaces Flower's default, whose entries point at a hosted SuperGrid and at a local
+    simulation runtime, so `flwr run` can reach nothing but this SuperLink.
+    """
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    (flwr_home / "config.toml").write_text(
+        "[superlink]\n"
+        f'default = "{CONNECTION_NAME}"\n\n'
+        f"[superlink.{CONNECTION_NAME}]\n"
+        f'address = "{host}:{port}"\n'
+        "insecure = true\n",
+        encoding="utf-8",
+    )
+
+
+@dataclasses.dataclass
+class _Process:
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+
+
+class FlowerProcesses:
+    """The SuperLink, SuperNodes and `flwr run` of one federated run, stopped by PID on exit.
+
+    Args:
+        workdir: Folder for `FLWR_HOME`, the app folder and the process logs.
+        host: Address the SuperLink listens on; loopback by default.
+    """
+
+    def __init__(self, workdir: str | Path, host: str = LOOPBACK):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.host = host
+        self.flwr_home = self.workdir / "flwr-home"
+        self.env = flower_env(self.flwr_home)
+        self.port = 0
+        self.processes: list[_Process] = []
+
+    def __enter__(self) -> FlowerProcesses:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop_all()
+
+    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
+        log_path = self.workdir / f"{name}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(_Process(name, process, log_path))
+        logger.info("started %s (pid %d): %s", name, process.pid, " ".join(command))
+        return process
+
+    def start_superlink(self, port: int | None = None, timeout_s: float = 60.0) -> int:
+        """Start the SuperLink on `host:port` (a free port by default) and wait until it accepts."""
+        self.port = port or free_port(self.host)
+        command = [
+            _flower_binary("flower-superlink"),
+            "--insecure",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--disable-runtime-dependency-installation",
+            "--isolation",
+            "subprocess",
+        ]
+        process = self._spawn("superlink", command)
+        wait_for_port(self.host, self.port, timeout_s, process)
+        write_connection(self.flwr_home, self.host, self.port)
+        return self.port
+
+    def start_site(self, name: str, data: str | Path, superlink: str, extra_node_config: str = "") -> subprocess.Popen:
+        """Start a SuperNode whose node config carries the site's data path."""
+        node_config = f'data-path="{Path(data).resolve()}" {extra_node_config}'.strip()
+        command = [
+            _flower_binary("flower-supernode"),
+            "--insecure",
+            "--superlink",
+            superlink,
+            "--node-config",
+            node_config,
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(free_port()),
+            "--isolation",
+            "subprocess",
+        ]
+        return self._spawn(name, command)
+
+    def run_app(self, config: FederationConfig, timeout_s: float) -> None:
+        """Submit the ServerApp with `flwr run --stream` and wait for the run to end.
+
+        Raises:
+            FederationError: The run failed or did not finish within `timeout_s`.
+        """
+        app = write_app(self.workdir / "app", config)
+        command = [_flower_binary("flwr"), "run", str(app), CONNECTION_NAME, "--stream"]
+        process = self._spawn("flwr-run", command)
+        try:
+            code = process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.stop(process)
+            raise FederationError(
+                f"the federated run did not finish within {timeout_s:.0f} s; see "
+                f"{self.workdir / 'flwr-run.log'} and raise the deadline or lower the rounds"
+            ) from None
+        log_text = (self.workdir / "flwr-run.log").read_text(errors="replace")
+        if code != 0 or not (config.output / "global").is_dir() or _run_failed(log_text):
+            raise FederationError(
+                f"the federated run failed (flwr run exit code {code}); the last log lines:\n"
+                + "\n".join(log_text.splitlines()[-15:])
+            )
+
+    def stop(self, process: subprocess.Popen, timeout_s: float = 10.0) -> None:
+        """Stop one process by its PID: SIGTERM, then SIGKILL past `timeout_s`."""
+        if process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout_s)
+
+    def stop_all(self) -> None:
+        """Stop every process started here, newest first."""
+        for entry in reversed(self.processes):
+            self.stop(entry.process)
+            logger.info("stopped %s (pid %d)", entry.name, entry.process.pid)
+
+
+def _run_failed(log_text: str) -> bool:
+    """Return whether the ServerApp's streamed log reports an error that ended the run."""
+    markers = ("FederationError", "Traceback (most recent call last)", "ServerApp thrown an exception")
+    return any(marker in log_text for marker in markers)
+
+
+def train_federated_local(
+    dataset_dirs: Sequence[str | Path],
+    config: FederationConfig,
+    *,
+    workdir: str | Path | None = None,
+    run_timeout_s: float = 1800.0,
+) -> Path:
+    """Run a federation on this machine: a SuperLink and one SuperNode per dataset, on loopback.
+
+    This is what `robota demo --sites N` calls. Each dataset is one site's data, passed to its
+    SuperNode as node config.
+
+    Args:
+        dataset_dirs: One dataset folder per site.
+        config: The run's settings; `min_sites` is raised to the number of datasets if lower.
+        workdir: Folder for Flower's home, the app and the process logs; a temporary one if None.
+        run_timeout_s: Deadline of the whole run.
+
+    Returns:
+        The global checkpoint folder, `config.output / "global"`.
+
+    Raises:
+        FederationError: A process failed to start, a round failed, or the run timed out.
+    """
+    if not dataset_dirs:
+        raise FederationError("train_federated_local needs at least one dataset folder, got none")
+    config = dataclasses.replace(config, output=Path(config.output).resolve())
+    with tempfile.TemporaryDirectory(prefix="robota-federated-") as scratch:
+        folder = Path(workdir) if workdir is not None else Path(scratch)
+        with FlowerProcesses(folder) as processes:
+            port = processes.start_superlink()
+            for index, data in enumerate(dataset_dirs):
+                processes.start_site(f"site-{index}", data, f"{LOOPBACK}:{port}")
+            processes.run_app(config, run_timeout_s)
+    return config.output / "global"
