@@ -18,6 +18,7 @@ from robota.dataset_cli import register as register_dataset_commands
 from robota.demo import DemoConfig
 from robota.errors import RobotaError
 from robota.evaluate import EVAL_SEED_START
+from robota.sim_cli import register as register_sim_commands
 
 logger = logging.getLogger("robota.cli")
 
@@ -231,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--image-size", type=int, default=DemoConfig.image_size, help="camera size in pixels"
     )
     p.set_defaults(handler=_cmd_demo)
+
+    register_sim_commands(commands)
     return parser
 
 
