@@ -48,15 +48,10 @@ class EpisodeMetrics(gymnasium.Wrapper):
         self._velocity_limit_rad_s = np.asarray(robot.velocity_limit_rad_s)
         self._arm_dof = robot.num_joints
 
+        # Masks over geom ids: body 0 is the world, whose geoms are the table, floor and base.
         arm_root = _arm_root_body(model, unwrapped)
-        body_root = model.body_rootid[model.geom_bodyid]
-        self._robot_geoms = np.flatnonzero(body_root == arm_root)
-        cell_bodies = {0, unwrapped.index.bin_body}
-        self._cell_geoms = np.flatnonzero(np.isin(model.geom_bodyid, list(cell_bodies)))
-        self._is_robot = np.zeros(model.ngeom, dtype=bool)
-        self._is_robot[self._robot_geoms] = True
-        self._is_cell = np.zeros(model.ngeom, dtype=bool)
-        self._is_cell[self._cell_geoms] = True
+        self._is_robot = model.body_rootid[model.geom_bodyid] == arm_root
+        self._is_cell = np.isin(model.geom_bodyid, [0, unwrapped.index.bin_body])
         # The arm's base housing is a cell geom the shoulder sits on; that contact is no collision.
         self._is_cell[model.geom("arm_base").id] = False
         self._force = np.zeros(6)

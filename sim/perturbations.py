@@ -159,7 +159,11 @@ def _check_values(perturbation: Any, prefix: str) -> None:
                     f"{prefix}{field.name} must be a non-negative number, got {value!r}"
                 )
     if isinstance(perturbation, Latency) and not isinstance(perturbation.steps, int):
-        raise RobotaError(f"{prefix}steps must be a whole number of control steps")
+        raise RobotaError(
+            f"{prefix}steps must be a whole number of control steps, got {perturbation.steps!r}"
+        )
+    if isinstance(perturbation, PartColour) and max(perturbation.rgba) > 1:
+        raise RobotaError(f"{prefix}rgba values must lie in [0, 1], got {perturbation.rgba!r}")
 
 
 class _SensorNoiseWrapper(gymnasium.Wrapper):

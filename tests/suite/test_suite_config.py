@@ -84,6 +84,8 @@ def test_unknown_name_suggests(tmp_path, text, where, suggestion):
         ("[matrix]\nperturbations = [\"none\", \"none\"]\n", "lists a name twice"),
         ("[perturbations.x]\nsteps = 2\n", "must be a table with a `kind`"),
         ("[perturbations.x]\nkind = \"lighting\"\ntint_rgb = [1, 2]\n", "list of 3 numbers"),
+        ("[perturbations.x]\nkind = \"part-colour\"\nrgba = [0, 0, 255, 1]\n", "must lie in [0, 1]"),
+        ("[perturbations.x]\nkind = \"latency\"\nsteps = 1.5\n", "whole number of control steps"),
         ("[suite\n", "is not valid TOML"),
     ],
 )

@@ -178,7 +178,7 @@ def test_baseline_regression_exits_one(policies, tmp_path):
     assert "regression against the baseline: 6 seeds lost" in junit
 
 
-def test_wrong_robot_rejected_before_rollout(policies, tmp_path, capsys):
+def test_wrong_robot_rejected_before_rollout(policies, tmp_path):
     damaged = tmp_path / "checkpoint"
     shutil.copytree(policies["checkpoint"], damaged)
     config = json.loads((damaged / "config.json").read_text())
