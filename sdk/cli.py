@@ -19,6 +19,7 @@ from robota.demo import DemoConfig
 from robota.errors import RobotaError
 from robota.evaluate import EVAL_SEED_START
 from robota.sim_cli import register as register_sim_commands
+from robota.train_cli import register as register_train_commands
 
 logger = logging.getLogger("robota.cli")
 
@@ -49,29 +50,6 @@ def _cmd_dataset_info(args: argparse.Namespace) -> int:
 
     summary = summarise(args.dataset)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
-    return 0
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from robota.train import TrainConfig, train
-
-    config = TrainConfig(
-        dataset=args.dataset,
-        output=args.output,
-        policy=args.policy,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        seed=args.seed,
-    )
-    with console.progress("train", config.steps) as bar:
-        last = [0]
-
-        def report(step: int, metrics: dict) -> None:
-            bar.advance(step - last[0], loss=float(metrics.get("loss", float("nan"))))
-            last[0] = step
-
-        checkpoint = train(config, progress=report)
-    print(f"wrote checkpoint {checkpoint}")
     return 0
 
 
@@ -177,14 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(handler=_cmd_dataset_info)
     register_dataset_commands(dataset_commands)
 
-    p = commands.add_parser("train", help="train a policy on a dataset")
-    p.add_argument("--dataset", type=Path, required=True, help="dataset folder")
-    p.add_argument("--policy", default="act", help="policy type (default: act)")
-    p.add_argument("--output", type=Path, required=True, help="checkpoint folder to write")
-    p.add_argument("--steps", type=int, default=3000, help="optimiser steps")
-    p.add_argument("--batch-size", type=int, default=32, help="samples per step")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.set_defaults(handler=_cmd_train)
+    register_train_commands(commands)
 
     p = commands.add_parser("eval", help="roll a checkpoint or bundle out in a twin")
     p.add_argument("--policy", type=Path, required=True, help="checkpoint or bundle folder")
