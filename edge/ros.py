@@ -57,6 +57,7 @@ TRAJECTORY_TOPIC = "/joint_trajectory_controller/joint_trajectory"
 TRAJECTORY_TYPE = "trajectory_msgs/msg/JointTrajectory"
 RESET_SERVICE = "/robota/reset"
 STEP_SERVICE = "/robota/step"
+STATUS_SERVICE = "/robota/status"
 TRIGGER_TYPE = "std_srvs/srv/Trigger"
 GRIPPER_JOINT = "gripper"
 
@@ -410,18 +411,42 @@ class RosBridgeIO:
 
         self._ros.factory.on_ready(send)
 
-    def call_trigger(self, service: str, timeout_s: float = SERVICE_TIMEOUT_S) -> str:
+    def call_service(
+        self,
+        service: str,
+        args: Mapping[str, Any] | None = None,
+        timeout_s: float = SERVICE_TIMEOUT_S,
+    ) -> dict[str, Any]:
+        """Call a service and return its response values.
+
+        Args:
+            service: Service name, for example `/robota/status`.
+            args: Request fields, for example `{"seed": 3}` for the twin's reset service.
+            timeout_s: Time to wait for the response.
+
+        Raises:
+            RobotaError: The call failed or timed out.
+        """
+        roslibpy = _import_roslibpy()
+        client = roslibpy.Service(self._ros, service, TRIGGER_TYPE)
+        try:
+            response = client.call(roslibpy.ServiceRequest(dict(args or {})), timeout=timeout_s)
+        except Exception as error:  # roslibpy raises its own error types for both cases
+            raise RobotaError(f"service {service} at {self.url} failed: {error}") from None
+        return dict(response)
+
+    def call_trigger(
+        self,
+        service: str,
+        timeout_s: float = SERVICE_TIMEOUT_S,
+        args: Mapping[str, Any] | None = None,
+    ) -> str:
         """Call a std_srvs/Trigger-like service such as `/robota/reset` and return its message.
 
         Raises:
             RobotaError: The call failed, timed out or returned `success: false`.
         """
-        roslibpy = _import_roslibpy()
-        client = roslibpy.Service(self._ros, service, TRIGGER_TYPE)
-        try:
-            response = client.call(roslibpy.ServiceRequest({}), timeout=timeout_s)
-        except Exception as error:  # roslibpy raises its own error types for both cases
-            raise RobotaError(f"service {service} at {self.url} failed: {error}") from None
+        response = self.call_service(service, args, timeout_s)
         if not response.get("success", False):
             raise RobotaError(f"service {service} returned failure: {response.get('message', '')!r}")
         return str(response.get("message", ""))
