@@ -225,17 +225,27 @@ _worker: dict[str, Any] = {}
 
 
 def _init_worker(policy: Path, compare_bundle: Path | None, suite: Suite, image_size) -> None:
-    from robota.evaluate import _limit_threads_in_worker, load_rollout_policy
-
-    if multiprocessing.parent_process() is not None:
-        _limit_threads_in_worker()
+    # Only store the settings: a pool initializer that raises makes the pool start replacement
+    # workers forever, while an error inside `_run_job` reaches the parent.
     _worker.update(
-        policy=load_rollout_policy(policy),
-        bundle=load_rollout_policy(compare_bundle) if compare_bundle is not None else None,
+        policy_path=policy,
+        bundle_path=compare_bundle,
         suite=suite,
         image_size=image_size,
         scenario=None,
     )
+
+
+def _load_policies() -> None:
+    from robota.evaluate import _limit_threads_in_worker, load_rollout_policy
+
+    if "policy" in _worker:
+        return
+    if multiprocessing.parent_process() is not None:
+        _limit_threads_in_worker()
+    bundle_path = _worker["bundle_path"]
+    _worker["policy"] = load_rollout_policy(_worker["policy_path"])
+    _worker["bundle"] = load_rollout_policy(bundle_path) if bundle_path is not None else None
 
 
 def _scenario_env(index: int):
@@ -263,6 +273,7 @@ def _run_job(job: tuple[int, int]) -> tuple[dict[str, Any], np.ndarray | None]:
     from robota.sim.rollout import run_episode
 
     index, seed = job
+    _load_policies()
     scenario: Scenario = _worker["suite"].scenarios[index]
     env, metrics = _scenario_env(index)
     policy = _worker["policy"]

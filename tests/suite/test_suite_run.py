@@ -260,3 +260,41 @@ def test_pytest_plugin_makes_items(policies, tmp_path):
     assert "4 failed" in completed.stdout
     assert "below min_success_rate 0.5" in completed.stdout
     assert "pick-place/ur5e/wide/latency" in completed.stdout
+
+
+
+WORKER_FAILURE_SCRIPT = """
+import sys
+from robota.errors import RobotaError
+from robota.suite_run import SuiteRunConfig, run_suite
+
+if __name__ == "__main__":
+    try:
+        run_suite(SuiteRunConfig(suite=sys.argv[1], policy=sys.argv[2], workers=2))
+    except RobotaError as error:
+        print(f"error: {error}")
+        sys.exit(2)
+"""
+
+
+@pytest.mark.multiprocess
+def test_tampered_bundle_fails_in_workers(policies, tmp_path):
+    # The bundle's hash check fails inside the workers. The run must stop with the error
+    # instead of replacing failed workers forever, so it runs in a process with a timeout.
+    damaged = tmp_path / "bundle"
+    shutil.copytree(policies["bundle"], damaged)
+    model = damaged / "policy.onnx"
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 0xFF
+    model.write_bytes(bytes(data))
+    suite = write_suite(tmp_path, episodes=1)
+    script = tmp_path / "run.py"
+    script.write_text(WORKER_FAILURE_SCRIPT)
+    completed = subprocess.run(
+        [sys.executable, str(script), str(suite), str(damaged)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert completed.returncode == 2, completed.stderr[-3000:]
+    assert "policy.onnx" in completed.stdout
