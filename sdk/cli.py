@@ -16,6 +16,7 @@ from pathlib import Path
 from robota import __version__, console
 from robota.dataset_cli import register as register_dataset_commands
 from robota.demo import DemoConfig
+from robota.import_cli import register as register_import_commands
 from robota.errors import RobotaError
 from robota.evaluate import EVAL_SEED_START
 from robota.sim_cli import register as register_sim_commands
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
     q.set_defaults(handler=_cmd_dataset_info)
     register_dataset_commands(dataset_commands)
+    register_import_commands(dataset_commands)
 
     register_train_commands(commands)
 
