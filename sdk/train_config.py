@@ -20,13 +20,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
+import sys
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from robota.errors import SpecError, UnknownNameError, check_choice
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 has no tomllib; tomli is the same parser.
+    import tomli as tomllib
 
 MIXED_PRECISION_MODES = ("auto", "no", "bf16", "fp16")
 LR_SCALING_RULES = ("linear", "sqrt", "none")
