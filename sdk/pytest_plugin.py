@@ -82,7 +82,6 @@ class ScenarioItem(pytest.Item):
 
 def _suite_result(config: pytest.Config, suite: Any):
     if _RESULT_KEY not in config.stash:
-        from robota.suite_report import write_suite_outputs
         from robota.suite_run import SuiteRunConfig, run_suite
 
         run_config = SuiteRunConfig(
@@ -96,8 +95,6 @@ def _suite_result(config: pytest.Config, suite: Any):
         # A run that raised is stored too, so the other items report it without rerunning.
         try:
             result = run_suite(run_config)
-            if run_config.output is not None:
-                write_suite_outputs(run_config.output, result.report, result.videos)
         except Exception as error:
             result = error
         config.stash[_RESULT_KEY] = result

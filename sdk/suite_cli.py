@@ -45,7 +45,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run the suite that `args` names and print one line per scenario."""
-    from robota.suite_report import describe_scenario, scenario_failure_reasons, write_suite_outputs
+    from robota.suite_report import REPORT_HTML, REPORT_JSON, REPORT_JUNIT
+    from robota.suite_report import describe_scenario, scenario_failure_reasons
     from robota.suite_run import SuiteRunConfig, run_suite
 
     config = SuiteRunConfig(
@@ -59,13 +60,12 @@ def run_command(args: argparse.Namespace) -> int:
     total = len(config.suite.scenarios) * config.suite.episodes
     with console.progress("suite", total) as bar:
         result = run_suite(config, progress=bar)
-    paths = write_suite_outputs(config.output, result.report, result.videos)
 
     for scenario in result.report["scenarios"]:
         reasons = scenario_failure_reasons(scenario)
         verdict = "passed" if not reasons else "FAILED: " + "; ".join(reasons)
         print(f"{describe_scenario(scenario)} {verdict}")
     outcome = "passed" if result.passed else "failed"
-    print(f"suite {result.report['suite']['name']} {outcome}; reports: {paths['html']}, "
-          f"{paths['junit']}, {paths['json']}")
+    reports = ", ".join(str(config.output / name) for name in (REPORT_HTML, REPORT_JUNIT, REPORT_JSON))
+    print(f"suite {result.report['suite']['name']} {outcome}; reports: {reports}")
     return EXIT_PASSED if result.passed else EXIT_FAILED

@@ -1,6 +1,6 @@
 """Per-episode safety and quality metrics of a rollout in a MuJoCo twin, and failure videos.
 
-`EpisodeMetrics` wraps the twin directly (inside any observation perturbation), so it sees the
+`EpisodeMetrics` wraps the twin directly (inside any observation perturbation), so it records the
 true state and the action the policy sent. It samples once per control step, after the step's
 physics.
 """
@@ -25,8 +25,8 @@ VIDEO_MAX_FRAMES = 80
 class EpisodeMetrics(gymnasium.Wrapper):
     """Collect contact forces, cell collisions, limit violations, tool path and action jerk.
 
-    The robot is every body under the arm's root body (links, gripper, fingers); the cell is
-    every geom fixed to the world (table, floor) and the bin.
+    The robot is every body under the arm's root body: links, gripper and fingers. The cell is
+    every geom fixed to the world (table, floor) plus the bin.
 
     NOTE: sampling happens once per control step on the last physics step's contacts, so a
     contact shorter than one control period (0.1 s in the pick-place twin) can be missed.
@@ -129,8 +129,8 @@ class EpisodeMetrics(gymnasium.Wrapper):
             self._collisions += not self._touching_cell
         self._touching_cell = touching_cell
 
-        # A violation is a step whose command or measured state leaves the robot's limits; the
-        # twin clips commands, so commanded violations show a policy leaning on the clip.
+        # A violation is a step whose command or measured state leaves the robot's limits. The
+        # twin clips commands, so a commanded violation shows a policy that relies on the clip.
         targets = action[: self._arm_dof]
         qpos = data.qpos[index.arm_qpos]
         outside = np.any(targets < self._lower_rad) or np.any(targets > self._upper_rad)

@@ -1,7 +1,7 @@
 """Run a suite's scenario matrix with a policy, in spawned worker processes, and judge it.
 
-Each worker holds one policy (and, to compare, the exported bundle) and the twin of the scenario
-it is running. Rows come back in (scenario, seed) order whatever the number of workers.
+Each worker loads one policy, plus the exported bundle when comparing, and keeps the twin of the
+scenario it is running. Rows come back in (scenario, seed) order whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -37,12 +37,13 @@ class SuiteRunConfig:
     Attributes:
         suite: Suite file, or a parsed suite.
         policy: Checkpoint or bundle folder.
-        compare_bundle: Bundle exported from `policy`; each episode then also runs the bundle on
-            the same seed, and the bundle shadows the checkpoint's steps to measure action
-            differences.
+        compare_bundle: Bundle exported from `policy`. Each episode then also runs the bundle on
+            the same seed. The bundle also shadows the checkpoint's steps, which measures how far
+            their actions differ on the same observations.
         baseline: JSON report of an earlier run to pair episodes with by seed.
         workers: Processes that run episodes in parallel.
-        output: Folder for `report.json`, `junit.xml` and `report.html`; none writes nothing.
+        output: Folder that `run_suite` writes `report.json`, `junit.xml`, `report.html` and the
+            failure GIFs into; `None` writes no file.
     """
 
     suite: Suite | Path
@@ -102,6 +103,10 @@ def run_suite(config: SuiteRunConfig, progress: ProgressReporter | None = None) 
     rows, frames = _run_all(config, _image_size(policy_spec), progress)
     videos = _encode_videos(frames, policy_spec.fps)
     report = build_suite_report(config, rows, baseline_rows, videos)
+    if config.output is not None:
+        from robota.suite_report import write_suite_outputs
+
+        write_suite_outputs(config.output, report, videos)
     return SuiteResult(report=report, videos=videos)
 
 
@@ -206,11 +211,11 @@ def _run_all(
 def _keep_first_failures(frames, row, video_frames, limit: int) -> None:
     # Keep the failures of the lowest seeds, so the videos do not depend on worker timing.
     scenario = row["scenario"]
-    kept = sorted(seed for name, seed in frames if name == scenario)
-    if len(kept) < limit:
+    kept_seeds = sorted(seed for name, seed in frames if name == scenario)
+    if len(kept_seeds) < limit:
         frames[(scenario, row["seed"])] = video_frames
-    elif kept and row["seed"] < kept[-1]:
-        del frames[(scenario, kept[-1])]
+    elif kept_seeds and row["seed"] < kept_seeds[-1]:
+        del frames[(scenario, kept_seeds[-1])]
         frames[(scenario, row["seed"])] = video_frames
 
 
@@ -302,7 +307,7 @@ def _run_job(job: tuple[int, int]) -> tuple[dict[str, Any], np.ndarray | None]:
 
 
 class _ShadowPolicy:
-    """Drive the twin with `primary` while `shadow` sees the same observations.
+    """Drive the twin with `primary` while `shadow` receives the same observations.
 
     Both keep their own chunk queues, which stay in step because both plan on the same calls.
     """

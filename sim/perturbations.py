@@ -1,8 +1,8 @@
 """Perturbations and randomisation levels for regression suites, as gymnasium wrappers.
 
-Every perturbation leaves the task's own code untouched: sensor noise and latency wrap the
-observations, a lighting shift and an unseen part colour edit the compiled model once when the
-wrapper is made, and the `wide` randomisation level edits the part's mass and friction at each
+Every perturbation leaves the task's own code untouched. Sensor noise and latency wrap the
+observations. A lighting shift and an unseen part colour edit the compiled model once, when the
+wrapper is made. The `wide` randomisation level edits the part's mass and friction at each
 reset. All random draws come from the episode's seed, so a scenario replays exactly.
 """
 
