@@ -30,38 +30,13 @@ import torch
 from robota.edge.bundle import load_bundle
 from robota.edge.executor import AsyncExecutor, SensorFrame
 from robota.edge.runtime import ControlLoop
-from robota.edge.synthetic import synthesize_observations
+from robota.edge.synthetic import synthesize_observations, synthesize_stats
 from robota.export import export_policy
 from robota.policies.registry import make_policy
 from robota.spec import ACTION, OBS_STATE, UR5E, build_policy_inputs, make_arm_spec, policy_input_names
 
 # Joint angles of the twin's start pose, so the safety filter starts inside its box.
 HOME_RAD = np.array([2.896648, -1.966792, 2.017901, -1.621908, -1.570789, -1.815746])
-
-
-def dataset_like_stats(spec, seed: int = 0) -> dict:
-    """Statistics in stats.json form, with image statistics per channel on [0, 1]."""
-    rng = np.random.default_rng(seed)
-    stats = {}
-    for key in spec.image_keys:
-        stats[key] = {
-            "mean": rng.uniform(0.3, 0.6, (3, 1, 1)).tolist(),
-            "std": rng.uniform(0.1, 0.3, (3, 1, 1)).tolist(),
-            "min": np.zeros((3, 1, 1)).tolist(),
-            "max": np.ones((3, 1, 1)).tolist(),
-        }
-    for key in [*spec.vector_keys, ACTION]:
-        dim = spec.features[key].shape[0]
-        mean, std = rng.normal(0.0, 0.5, dim), rng.uniform(0.2, 1.0, dim)
-        stats[key] = {
-            "mean": mean.tolist(),
-            "std": std.tolist(),
-            "min": (mean - 3 * std).tolist(),
-            "max": (mean + 3 * std).tolist(),
-            "q01": (mean - 2 * std).tolist(),
-            "q99": (mean + 2 * std).tolist(),
-        }
-    return stats
 
 
 def percentiles_ms(durations_s: list[float]) -> tuple[float, float]:
@@ -140,7 +115,7 @@ def main() -> None:
 
     cameras = {"wrist": (args.image_size, args.image_size), "overhead": (args.image_size, args.image_size)}
     spec = make_arm_spec(UR5E, 10, cameras)
-    policy = make_policy("act", spec, dataset_like_stats(spec)).eval()
+    policy = make_policy("act", spec, synthesize_stats(spec)).eval()
     parameters = sum(p.numel() for p in policy.parameters())
 
     with tempfile.TemporaryDirectory() as scratch:

@@ -77,3 +77,31 @@ def _draw_observation(spec: Spec, rng: np.random.Generator, index: int) -> dict[
         else:
             observation[key] = rng.normal(size=feature.shape).astype(np.float32)
     return observation
+
+
+def synthesize_stats(spec: Spec, seed: int = 0) -> dict[str, dict[str, list]]:
+    """Draw dataset-like statistics in stats.json form, image statistics per channel on [0, 1].
+
+    For building a policy with random weights (benchmarks, export checks) without a dataset.
+    """
+    rng = np.random.default_rng(seed)
+    stats = {}
+    for key in spec.image_keys:
+        stats[key] = {
+            "mean": rng.uniform(0.3, 0.6, (3, 1, 1)).tolist(),
+            "std": rng.uniform(0.1, 0.3, (3, 1, 1)).tolist(),
+            "min": np.zeros((3, 1, 1)).tolist(),
+            "max": np.ones((3, 1, 1)).tolist(),
+        }
+    for key in [*spec.vector_keys, ACTION]:
+        dim = spec.features[key].shape[0]
+        mean, std = rng.normal(0.0, 0.5, dim), rng.uniform(0.2, 1.0, dim)
+        stats[key] = {
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "min": (mean - 3 * std).tolist(),
+            "max": (mean + 3 * std).tolist(),
+            "q01": (mean - 2 * std).tolist(),
+            "q99": (mean + 2 * std).tolist(),
+        }
+    return stats
