@@ -386,8 +386,19 @@ class FlowerProcesses:
         write_connection(self.flwr_home, self.host, self.port)
         return self.port
 
-    def start_site(self, name: str, data: str | Path, superlink: str, extra_node_config: str = "") -> subprocess.Popen:
-        """Start a SuperNode whose node config carries the site's data path."""
+    def start_site(
+        self, name: str, data: str | Path, superlink: str, *,
+        extra_node_config: str = "", extra_args: Sequence[str] = (),
+    ) -> subprocess.Popen:
+        """Start a SuperNode whose node config carries the site's data path.
+
+        Args:
+            name: Name of the process and of its log file.
+            data: The site's dataset folder; it stays in the node config on this machine.
+            superlink: `HOST:PORT` of the SuperLink.
+            extra_node_config: More `key=value` node config entries.
+            extra_args: More `flower-supernode` arguments.
+        """
         node_config = f'data-path="{Path(data).resolve()}" {extra_node_config}'.strip()
         command = [
             _flower_binary("flower-supernode"),
@@ -402,6 +413,7 @@ class FlowerProcesses:
             str(free_port()),
             "--isolation",
             "subprocess",
+            *extra_args,
         ]
         return self._spawn(name, command)
 
@@ -423,10 +435,13 @@ class FlowerProcesses:
                 f"{self.workdir / 'flwr-run.log'} and raise the deadline or lower the rounds"
             ) from None
         log_text = (self.workdir / "flwr-run.log").read_text(errors="replace")
-        if code != 0 or not (config.output / "global").is_dir() or _run_failed(log_text):
+        # `flwr run --stream` exits with 0 even when the ServerApp raised, so the log decides.
+        reason = _failure_reason(log_text)
+        if code != 0 or reason is not None or not (config.output / "global").is_dir():
+            tail = "\n".join(log_text.splitlines()[-15:])
             raise FederationError(
-                f"the federated run failed (flwr run exit code {code}); the last log lines:\n"
-                + "\n".join(log_text.splitlines()[-15:])
+                f"the federated run failed: {reason or f'flwr run exit code {code}'}\n"
+                f"last lines of {self.workdir / 'flwr-run.log'}:\n{tail}"
             )
 
     def stop(self, process: subprocess.Popen, timeout_s: float = 10.0) -> None:
@@ -447,10 +462,16 @@ class FlowerProcesses:
             logger.info("stopped %s (pid %d)", entry.name, entry.process.pid)
 
 
-def _run_failed(log_text: str) -> bool:
-    """Return whether the ServerApp's streamed log reports an error that ended the run."""
-    markers = ("FederationError", "Traceback (most recent call last)", "ServerApp thrown an exception")
-    return any(marker in log_text for marker in markers)
+def _failure_reason(log_text: str) -> str | None:
+    """Return the error that ended the ServerApp, from its streamed log, or None if it succeeded."""
+    lines = log_text.splitlines()
+    for line in reversed(lines):
+        if "FederationError:" in line or "RobotaError:" in line:
+            return line.split("Error: ", 1)[-1].strip()
+    markers = ("Traceback (most recent call last)", "An unhandled exception occurred in the ServerApp")
+    if any(marker in log_text for marker in markers):
+        return "the ServerApp raised an exception"
+    return None
 
 
 def train_federated_local(

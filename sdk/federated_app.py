@@ -73,12 +73,16 @@ class FlowerTransport:
         replies = self._exchange(messages, timeout_s, f"round {settings['round']}")
         return {node: _decode_reply(content) for node, content in replies.items()}
 
-    def _exchange(self, messages: list[Message], timeout_s: float, what: str) -> dict[int, RecordDict]:
+    def _exchange(self, messages: list[Message], timeout_s: float, stage: str) -> dict[int, RecordDict]:
         replies: dict[int, RecordDict] = {}
-        for reply in self.grid.send_and_receive(messages, timeout=timeout_s):
-            node = reply.metadata.src_node_id
+        received = list(self.grid.send_and_receive(messages, timeout=timeout_s))
+        # The grid sets each message's id while pushing it. An error reply that the SuperLink
+        # writes for an unreachable node comes from the SuperLink, so its source is not the site.
+        destination = {message.metadata.message_id: message.metadata.dst_node_id for message in messages}
+        for reply in received:
+            node = destination.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
             if reply.has_error():
-                logger.warning("%s: node %d replied with an error: %s", what, node, reply.error.reason)
+                logger.warning("%s: node %d replied with an error: %s", stage, node, reply.error.reason)
                 continue
             replies[node] = reply.content
         return replies

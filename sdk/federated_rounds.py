@@ -10,8 +10,8 @@
    policy loss and AdamW (`train_site`), receive its compressed pseudo-gradient, screen, combine
    and apply it (`robota.federated_strategy`), and save the global model as a robota checkpoint.
 
-A round waits at most `round_timeout_s`. Sites that do not answer in time are dropped from later
-rounds; a round with fewer than `quorum` accepted updates ends the run with a `FederationError`.
+A round waits at most `round_timeout_s`. Sites that send no reply in time are dropped from later
+rounds, and a round with fewer than `quorum` accepted updates ends the run with a `FederationError`.
 
 The Flower transport lives in `robota.federated_app`; tests drive the same code with an
 in-process transport.
@@ -20,6 +20,7 @@ in-process transport.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -50,7 +51,7 @@ _POLL_S = 1.0
 
 @dataclasses.dataclass(frozen=True)
 class SiteReply:
-    """A site's answer to a training round, as it travels.
+    """A site's reply to a training round, as it travels.
 
     Attributes:
         payload: Compressed pseudo-gradient per trainable tensor.
@@ -68,19 +69,19 @@ class SiteReply:
 
 
 class Transport(Protocol):
-    """What the coordinator needs from the network: list sites, query them, train them."""
+    """The coordinator's view of the network: list the sites, query them, train them."""
 
     def node_ids(self) -> list[int]:
         """Return the ids of the connected sites."""
 
     def query(self, nodes: list[int], timeout_s: float) -> dict[int, dict[str, Any]]:
-        """Return each answering site's `site_info`, by node id, within `timeout_s`."""
+        """Return the `site_info` of each site that replied within `timeout_s`, by node id."""
 
     def train(
         self, nodes: list[int], state: Mapping[str, torch.Tensor], settings: dict[str, Any],
         stats: dict[str, Any], timeout_s: float,
     ) -> dict[int, SiteReply]:
-        """Return each answering site's reply to one round, by node id, within `timeout_s`."""
+        """Return the round's reply of each site that replied within `timeout_s`, by node id."""
 
 
 # Coordinator ---------------------------------------------------------------------------------
@@ -94,7 +95,10 @@ def run_federation(transport: Transport, config: FederationConfig) -> Path:
             ended with fewer accepted updates than the quorum.
     """
     nodes = wait_for_sites(transport, config.min_sites, config.wait_timeout_s)
-    policy, nodes = _build_global_policy(transport, nodes, config)
+    infos = _query_sites(transport, nodes, config)
+    nodes = sorted(infos)
+    policy = _build_global_policy(infos, config)
+    fingerprints = sorted(str(info.get("fingerprint")) for info in infos.values())
     trainable = [name for name, _ in policy.named_parameters()]
     aggregation = config.aggregation_config()
     outer = make_outer_optimizer(aggregation)
@@ -119,7 +123,7 @@ def run_federation(transport: Transport, config: FederationConfig) -> Path:
 
         apply_outer_step(policy, combine_updates(accepted, aggregation), outer)
         history.append(_round_record(round_index, updates, accepted, time.monotonic() - started))
-        checkpoint = _save_global(policy, config, history)
+        checkpoint = _save_global(policy, config, history, fingerprints)
         logger.info(
             "round %d/%d: %d of %d update(s) accepted, %d bytes received; saved %s",
             round_index, config.rounds, len(accepted), len(updates),
@@ -150,27 +154,30 @@ def wait_for_sites(transport: Transport, min_sites: int, timeout_s: float) -> li
     )
 
 
-def _build_global_policy(
-    transport: Transport, nodes: list[int], config: FederationConfig
-) -> tuple[torch.nn.Module, list[int]]:
-    """Query the sites for spec and statistics and build the seeded initial global policy."""
-    from robota.policies.registry import make_policy
-    from robota.spec import Spec
-
+def _query_sites(transport: Transport, nodes: list[int], config: FederationConfig) -> dict[int, dict[str, Any]]:
+    """Ask the sites for spec, statistics, sample count and fingerprint; check the specs agree."""
     infos = transport.query(nodes, config.round_timeout_s)
     _log_missing("setup query", nodes, infos, config.round_timeout_s)
     if len(infos) < config.quorum:
         raise FederationError(
-            f"{len(infos)} of {len(nodes)} site(s) answered the setup query within "
+            f"{len(infos)} of {len(nodes)} site(s) replied to the setup query within "
             f"{config.round_timeout_s:.0f} s, below the quorum of {config.quorum}; check the "
             "sites' data paths and logs"
         )
+
     specs = {json.dumps(info["spec"], sort_keys=True) for info in infos.values()}
     if len(specs) > 1:
         raise FederationError(
             f"the sites' datasets have {len(specs)} different feature specs (node ids "
             f"{sorted(infos)}); record every site with the same robot, cameras and image size"
         )
+    return infos
+
+
+def _build_global_policy(infos: Mapping[int, dict[str, Any]], config: FederationConfig) -> torch.nn.Module:
+    """Build the seeded initial global policy with the sites' pooled statistics."""
+    from robota.policies.registry import make_policy
+    from robota.spec import Spec
 
     first = next(iter(infos.values()))
     stats = pool_stats([(info["stats"], info["num_samples"]) for info in infos.values()])
@@ -179,7 +186,7 @@ def _build_global_policy(
         config.policy, Spec.from_dict(first["spec"]), stats,
         chunk_size=config.chunk_size, **config.policy_overrides,
     )
-    return policy, sorted(infos)
+    return policy
 
 
 def apply_outer_step(policy: torch.nn.Module, gradient: Mapping[str, np.ndarray], outer: OuterOptimizer) -> None:
@@ -191,11 +198,11 @@ def apply_outer_step(policy: torch.nn.Module, gradient: Mapping[str, np.ndarray]
             parameter.copy_(torch.from_numpy(updated[name]))
 
 
-def _log_missing(what: str, nodes: list[int], replies: Mapping[int, Any], timeout_s: float) -> None:
+def _log_missing(stage: str, nodes: list[int], replies: Mapping[int, Any], timeout_s: float) -> None:
     for node in sorted(set(nodes) - set(replies)):
         logger.warning(
             "%s: node %d sent no valid reply within %.0f s; it is dropped from later rounds",
-            what, node, timeout_s,
+            stage, node, timeout_s,
         )
 
 
@@ -221,10 +228,16 @@ def _round_record(
     }
 
 
-def _save_global(policy: torch.nn.Module, config: FederationConfig, history: list[dict[str, Any]]) -> Path:
+def _save_global(
+    policy: torch.nn.Module, config: FederationConfig, history: list[dict[str, Any]], site_fingerprints: list[str]
+) -> Path:
     from robota.policies.checkpoint import save_checkpoint
 
-    extra = {"federation": {"config": config.to_dict(), "rounds": history}}
+    # One fingerprint for the union of the sites' datasets, as `robota export` reads it.
+    extra = {
+        "dataset_fingerprint": hashlib.sha256("\n".join(site_fingerprints).encode()).hexdigest(),
+        "federation": {"config": config.to_dict(), "rounds": history, "site_fingerprints": site_fingerprints},
+    }
     folder = save_checkpoint(config.output / "global", policy, extra=extra)
     (config.output / "rounds.json").write_text(json.dumps(history, indent=2), encoding="utf-8")
     return folder
@@ -245,8 +258,13 @@ def _to_json(value: Any) -> Any:
 
 
 def site_info(dataset: Any) -> dict[str, Any]:
-    """Return what a site tells the coordinator at setup: spec, statistics and sample count."""
-    return {"spec": dataset.spec.to_dict(), "stats": _to_json(dataset.stats), "num_samples": len(dataset)}
+    """Return the setup reply of a site: spec, statistics, sample count and content fingerprint."""
+    return {
+        "spec": dataset.spec.to_dict(),
+        "stats": _to_json(dataset.stats),
+        "num_samples": len(dataset),
+        "fingerprint": getattr(dataset, "fingerprint", None),
+    }
 
 
 def site_round(

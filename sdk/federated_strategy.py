@@ -52,7 +52,7 @@ class SiteUpdate:
 
 @dataclasses.dataclass(frozen=True)
 class AggregationConfig:
-    """How the coordinator combines site updates.
+    """Settings of the coordinator's aggregation of site updates.
 
     Attributes:
         strategy: `fedavg`, `fedprox` (FedAvg aggregation, proximal term at the sites) or
@@ -95,7 +95,7 @@ def compress(delta: Mapping[str, np.ndarray], method: str) -> tuple[Tensors, Ten
     """Compress an update for sending.
 
     `fp16` casts each tensor to float16. `int8` maps each tensor to [-127, 127] with one scale per
-    tensor, `max|x| / 127`. A non-finite tensor is sent as float32, so the coordinator still sees
+    tensor, `max|x| / 127`. A non-finite tensor is sent as float32, so the coordinator receives
     the NaN or Inf it must reject rather than a value hidden by the cast.
 
     Returns:
@@ -149,9 +149,9 @@ def screen_updates(
 ) -> list[SiteUpdate]:
     """Return the updates that pass the checks, logging each rejection with its node id.
 
-    An update is rejected when its tensor names differ from the global model's, when
-    `reject_nonfinite` is on and it has a NaN or Inf entry, or when its norm exceeds
-    `max_norm_ratio` times the median norm of the finite updates (with 3 or more of them).
+    An update is rejected when its tensor names differ from the global model's, or when
+    `reject_nonfinite` is on and it has a NaN or Inf entry. With 3 or more finite updates, one
+    whose norm exceeds `max_norm_ratio` times their median norm is rejected too.
     """
     expected = set(global_names)
     kept: list[SiteUpdate] = []

@@ -109,3 +109,16 @@ def test_sites_with_different_specs_fail(tmp_path, site_data):
     transport = LocalTransport({1: LocalSite(site_data[0]), 2: LocalSite(smaller_images)})
     with pytest.raises(FederationError, match="2 different feature specs"):
         run_federation(transport, tiny_config(tmp_path / "run", rounds=1))
+
+
+def test_global_checkpoint_exports_and_evaluates(tmp_path, site_data):
+    from robota.evaluate import load_rollout_policy
+    from robota.export import export_bundle, read_dataset_fingerprint
+
+    transport = LocalTransport({1: LocalSite(site_data[0]), 2: LocalSite(site_data[1])})
+    checkpoint = run_federation(transport, tiny_config(tmp_path / "run", rounds=1))
+
+    assert read_dataset_fingerprint(checkpoint) is not None
+    result = export_bundle(checkpoint, tmp_path / "bundle")
+    assert (result.bundle / "policy.onnx").is_file()
+    assert load_rollout_policy(checkpoint).spec == load_checkpoint(checkpoint).spec
