@@ -7,6 +7,7 @@ baseline tests need: its outcome is known without training a competent policy.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -245,6 +246,8 @@ def test_report_renders_in_chromium(compared, tmp_path):
 def test_pytest_plugin_makes_items(policies, tmp_path):
     suite = write_suite(tmp_path, episodes=1, thresholds="min_success_rate = 0.5")
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    # Without autoloading, `-p` loads the plugin once, whether or not its entry point is installed.
+    environment = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     completed = subprocess.run(
         [
             sys.executable, "-m", "pytest", "-p", "robota.pytest_plugin", "-q", "-rf",
@@ -252,6 +255,7 @@ def test_pytest_plugin_makes_items(policies, tmp_path):
             "-p", "no:cacheprovider",
         ],
         cwd=tmp_path,
+        env=environment,
         capture_output=True,
         text=True,
         timeout=300,
