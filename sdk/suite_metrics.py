@@ -179,7 +179,8 @@ def _arm_root_body(model: mujoco.MjModel, unwrapped: Any) -> int:
 def encode_gif(frames: np.ndarray, fps: float) -> bytes:
     """Encode RGB frames `(frames, height, width, 3)` as an animated GIF with PyAV.
 
-    GIF plays in every browser without a codec, which H.264 in a Debian Chromium may lack.
+    A GIF needs no video decoder in the browser, while H.264 playback depends on how the
+    browser was built.
     """
     import av
 
