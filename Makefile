@@ -9,13 +9,15 @@ export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
 SYSTEM_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libglib2.0-0
+# Only the test of the suite's HTML report needs a browser; without it that test skips.
+TEST_SYSTEM_PACKAGES := chromium
 
-.PHONY: demo test setup system-packages clean
+.PHONY: demo test setup system-packages test-system-packages clean
 
 demo: setup
 	$(BIN)/robota demo
 
-test: setup
+test: setup test-system-packages
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 setup: system-packages $(VENV)/.installed
@@ -34,6 +36,20 @@ system-packages:
 		echo "Missing system packages for headless rendering:$$missing"; \
 		echo "Install them with: sudo apt-get install$$missing"; \
 		exit 1; \
+	fi
+
+# Installs the browser for the report test when run as root; otherwise that test skips.
+test-system-packages:
+	@missing=""; \
+	for p in $(TEST_SYSTEM_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		echo "Installing test packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else \
+		echo "Optional test packages missing:$$missing (the HTML report test will skip)"; \
 	fi
 
 # torch is installed first and pinned: a plain `torch` requirement would pull a CUDA build of

@@ -20,6 +20,7 @@ from robota.import_cli import register as register_import_commands
 from robota.errors import RobotaError
 from robota.evaluate import EVAL_SEED_START
 from robota.sim_cli import register as register_sim_commands
+from robota.suite_cli import register as register_suite_commands
 from robota.train_cli import register as register_train_commands
 
 logger = logging.getLogger("robota.cli")
@@ -207,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_demo)
 
     register_sim_commands(commands)
+    register_suite_commands(commands)
     return parser
 
 

@@ -144,17 +144,19 @@ def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> di
         if progress is not None:
             progress.advance(1, success=sum(r["success"] for r in rows) / len(rows))
 
+    jobs = [(config.policy, config.task, config.variant, seed) for seed in seeds]
     if config.workers <= 1:
-        _init_worker(config.policy, config.task, config.variant)
-        for seed in seeds:
-            collect(_run_seed(seed))
+        for job in jobs:
+            collect(_run_job(job))
         _close_worker()
     else:
+        # Load once here first, so a bad policy fails before any worker starts: an exception in
+        # a pool's initializer would make the pool restart workers forever.
+        _init_worker(config.policy, config.task, config.variant)
+        _close_worker()
         context = multiprocessing.get_context("spawn")
-        with context.Pool(
-            config.workers, initializer=_init_worker, initargs=(config.policy, config.task, config.variant)
-        ) as pool:
-            for row in pool.imap_unordered(_run_seed, seeds):
+        with context.Pool(config.workers) as pool:
+            for row in pool.imap_unordered(_run_job, jobs):
                 collect(row)
 
     rows.sort(key=lambda r: r["seed"])
@@ -164,7 +166,7 @@ def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> di
     return report
 
 
-# One twin and one policy per process, made by `_init_worker` and used by `_run_seed`.
+# One twin and one policy per process, made on its first job by `_init_worker`.
 _worker_state: dict[str, Any] = {}
 
 
@@ -172,23 +174,30 @@ def _init_worker(policy_path: Path, task: str, variant: str | None = None) -> No
     from robota.sim import make_env
 
     if multiprocessing.parent_process() is not None:
-        _limit_threads_in_worker()
+        limit_threads_in_worker()
     policy = load_rollout_policy(policy_path, variant)
     env = make_env(task, image_size=image_size_of(policy.spec))
     check_policy_fits_task(policy.spec, env.unwrapped.feature_spec)
-    _worker_state.update(policy=policy, env=env)
+    _worker_state.update(policy=policy, env=env, key=(policy_path, task, variant))
 
 
-def _limit_threads_in_worker() -> None:
-    # Workers share the cores: one thread each for torch and Mesa's software renderer.
+def limit_threads_in_worker() -> None:
+    """Give a worker process one thread for torch and one for Mesa's software renderer.
+
+    Workers share the cores, and more threads per worker only add contention.
+    """
     os.environ["LP_NUM_THREADS"] = "1"
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
 
 
-def _run_seed(seed: int) -> dict[str, Any]:
+def _run_job(job: tuple[Path, str, str | None, int]) -> dict[str, Any]:
     from robota.sim.rollout import run_episode
 
+    policy_path, task, variant, seed = job
+    if _worker_state.get("key") != (policy_path, task, variant):
+        _close_worker()
+        _init_worker(policy_path, task, variant)
     episode = run_episode(_worker_state["env"], _worker_state["policy"], seed)
     return {
         "seed": seed,

@@ -242,12 +242,12 @@ def _init_worker(policy: Path, compare_bundle: Path | None, suite: Suite, image_
 
 
 def _load_policies() -> None:
-    from robota.evaluate import _limit_threads_in_worker, load_rollout_policy
+    from robota.evaluate import limit_threads_in_worker, load_rollout_policy
 
     if "policy" in _worker:
         return
     if multiprocessing.parent_process() is not None:
-        _limit_threads_in_worker()
+        limit_threads_in_worker()
     bundle_path = _worker["bundle_path"]
     _worker["policy"] = load_rollout_policy(_worker["policy_path"])
     _worker["bundle"] = load_rollout_policy(bundle_path) if bundle_path is not None else None

@@ -143,14 +143,15 @@ def test_corrupted_checkpoint_names_file(chain, capsys, tmp_path):
     assert not (tmp_path / "bundle").exists()
 
 
-def test_tampered_bundle_names_file(chain, capsys, tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_tampered_bundle_names_file(chain, capsys, tmp_path, workers):
     damaged = tmp_path / "bundle"
     shutil.copytree(chain["bundle"], damaged)
     model = damaged / "policy.onnx"
     data = bytearray(model.read_bytes())
     data[-1] ^= 0xFF
     model.write_bytes(bytes(data))
-    status = main(["eval", "--policy", str(damaged), "--episodes", "1"])
+    status = main(["eval", "--policy", str(damaged), "--episodes", "2", "--workers", workers])
     assert status == 2
     error = _one_line_error(capsys)
     assert "policy.onnx" in error
