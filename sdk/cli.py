@@ -17,7 +17,6 @@ from robota import __version__, console
 from robota.dataset_cli import register as register_dataset_commands
 from robota.demo import DemoConfig
 from robota.import_cli import register as register_import_commands
-from robota.errors import RobotaError
 from robota.evaluate import EVAL_SEED_START
 from robota.sim_cli import register as register_sim_commands
 from robota.suite_cli import register as register_suite_commands
@@ -215,15 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit status."""
     args = build_parser().parse_args(argv)
-    console.configure_logging(args.verbose)
-    try:
-        return args.handler(args)
-    except RobotaError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return console.run_command(args)
 
 
 if __name__ == "__main__":

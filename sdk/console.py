@@ -6,11 +6,14 @@ prints, so the same functions run quietly inside tests, CI and notebooks.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import sys
 from collections.abc import Iterator
 from typing import Protocol
+
+from robota.errors import RobotaError
 
 logger = logging.getLogger("robota")
 
@@ -100,3 +103,20 @@ def configure_logging(verbose: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Configure logging, run `args.handler(args)` and return the exit status.
+
+    A `RobotaError` (bad input or a failed check) prints as one line and gives status 2;
+    an interrupt gives 130.
+    """
+    configure_logging(getattr(args, "verbose", False))
+    try:
+        return args.handler(args)
+    except RobotaError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from robota import console
-from robota.errors import RobotaError
 
 logger = logging.getLogger("robota.cli")
 
@@ -150,15 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register(commands)
     args = parser.parse_args(argv)
-    console.configure_logging(args.verbose)
-    try:
-        return args.handler(args)
-    except RobotaError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return console.run_command(args)
 
 
 if __name__ == "__main__":
