@@ -33,7 +33,7 @@ from robota.edge.runtime import ControlLoop
 from robota.edge.synthetic import synthesize_observations, synthesize_stats
 from robota.export import export_policy
 from robota.policies.registry import make_policy
-from robota.spec import ACTION, OBS_STATE, UR5E, build_policy_inputs, make_arm_spec, policy_input_names
+from robota.spec import OBS_STATE, UR5E, build_policy_inputs, make_arm_spec, policy_input_names
 
 # Joint angles of the twin's start pose, so the safety filter starts inside its box.
 HOME_RAD = np.array([2.896648, -1.966792, 2.017901, -1.621908, -1.570789, -1.815746])
