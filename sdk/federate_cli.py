@@ -73,6 +73,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-4, help="site AdamW learning rate (default: 1e-4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default: 0)")
     p.add_argument("--workdir", type=Path, default=None, help="folder for Flower's home and logs")
+    p.add_argument("--ssl-ca-certfile", type=Path, default=None, help="CA certificate (PEM); turns TLS on")
+    p.add_argument("--ssl-certfile", type=Path, default=None, help="SuperLink certificate (PEM)")
+    p.add_argument("--ssl-keyfile", type=Path, default=None, help="SuperLink private key (PEM)")
+    p.add_argument(
+        "--enable-supernode-auth", action="store_true",
+        help="admit only sites whose public key is given with --site-public-key (needs TLS)",
+    )
+    p.add_argument(
+        "--site-public-key", type=Path, action="append", default=[], metavar="FILE",
+        help="OpenSSH public key of a site to admit; repeatable",
+    )
     p.set_defaults(handler=_cmd_coordinator)
 
     p = actions.add_parser(
@@ -89,11 +100,20 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="stop if the coordinator cannot be reached for this long, seconds (default: 300)",
     )
     p.add_argument("--workdir", type=Path, default=None, help="folder for Flower's home and logs")
+    p.add_argument(
+        "--root-certificates", type=Path, default=None,
+        help="CA certificate (PEM) to verify the coordinator with; turns TLS on",
+    )
+    p.add_argument(
+        "--auth-private-key", type=Path, default=None,
+        help="this site's OpenSSH private key, for a coordinator with --enable-supernode-auth",
+    )
     p.set_defaults(handler=_cmd_site)
 
 
 def _cmd_coordinator(args: argparse.Namespace) -> int:
-    from robota.federated import FederationConfig, FlowerProcesses
+    from robota.federated import FederationConfig
+    from robota.federated_processes import FlowerProcesses
 
     # DiLoCo's outer step defaults to the DiLoCo paper's values, the others to plain averaging.
     diloco = args.strategy == "diloco"
@@ -127,15 +147,21 @@ def _cmd_coordinator(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
     )
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    if args.host not in ("127.0.0.1", "localhost", "::1") and args.ssl_ca_certfile is None:
         logger.warning(
             "the SuperLink listens on %s without TLS; use it only inside a trusted network",
             args.host,
         )
     # The run's own deadlines end it first; this one only guards against a stuck process.
     run_timeout_s = config.wait_timeout_s + (config.rounds + 1) * config.round_timeout_s + 120
-    with _workdir(args.workdir) as folder, FlowerProcesses(folder, host=args.host) as processes:
+    tls = _tls_files(args)
+    with (
+        _workdir(args.workdir) as folder,
+        FlowerProcesses(folder, host=args.host, tls=tls, supernode_auth=args.enable_supernode_auth) as processes,
+    ):
         processes.start_superlink(port=args.port)
+        for public_key in args.site_public_key:
+            processes.register_site(public_key)
         logger.info("SuperLink listening on %s:%d; waiting for %d site(s)", args.host, args.port, config.min_sites)
         processes.run_app(config, run_timeout_s)
     logger.info("federated run finished; global checkpoint %s", config.output / "global")
@@ -143,7 +169,7 @@ def _cmd_coordinator(args: argparse.Namespace) -> int:
 
 
 def _cmd_site(args: argparse.Namespace) -> int:
-    from robota.federated import FlowerProcesses
+    from robota.federated_processes import FlowerProcesses
 
     if not args.data.is_dir():
         raise RobotaError(f"site dataset folder {args.data} not found; pass the folder robota record wrote")
@@ -151,12 +177,28 @@ def _cmd_site(args: argparse.Namespace) -> int:
         supernode = processes.start_site(
             "supernode", args.data, args.coordinator,
             extra_args=["--max-wait-time", str(args.connect_timeout_s)],
+            ca_cert=args.root_certificates,
+            private_key=args.auth_private_key,
         )
         logger.info("site started (SuperNode pid %d); logs in %s", supernode.pid, folder)
         code = supernode.wait()
     if code != 0:
         raise RobotaError(f"the SuperNode exited with code {code}; see {folder}/supernode.log")
     return 0
+
+
+def _tls_files(args: argparse.Namespace):
+    from robota.federated_tls import TlsFiles
+
+    paths = (args.ssl_ca_certfile, args.ssl_certfile, args.ssl_keyfile)
+    if all(path is None for path in paths):
+        return None
+    if any(path is None for path in paths):
+        raise RobotaError(
+            "TLS needs all of --ssl-ca-certfile, --ssl-certfile and --ssl-keyfile; "
+            f"got {[str(path) for path in paths]}"
+        )
+    return TlsFiles(*paths)
 
 
 def _parse_overrides(items: Sequence[str]) -> dict[str, object]:

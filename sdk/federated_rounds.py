@@ -33,7 +33,6 @@ import torch
 
 from robota.federated import FederationConfig, FederationError, pool_stats
 from robota.federated_strategy import (
-    AggregationConfig,
     OuterOptimizer,
     SiteUpdate,
     combine_updates,

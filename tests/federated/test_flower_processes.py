@@ -15,7 +15,8 @@ import pytest
 
 pytest.importorskip("flwr", reason="the federated extra is not installed: pip install 'robota[federated]'")
 
-from robota.federated import LOOPBACK, FlowerProcesses, free_port, train_federated_local
+from robota.federated import LOOPBACK, train_federated_local
+from robota.federated_processes import FlowerProcesses, free_port
 from robota.policies import load_checkpoint
 
 from federated_helpers import tiny_config, write_site_dataset
@@ -106,3 +107,30 @@ def test_coordinator_without_sites_fails_clearly(tmp_path):
     assert process.returncode == 2
     assert "0 site(s) connected within 2 s, but --min-sites is 1" in output
     assert not (tmp_path / "run" / "global").exists()
+
+
+def test_tls_auth_rejects_unregistered_site(tmp_path):
+    from robota.federated_tls import make_local_credentials
+
+    tls, keys = make_local_credentials(tmp_path / "keys", ["registered", "unregistered"])
+    config = tiny_config(tmp_path / "run", rounds=1, min_sites=1, wait_timeout_s=60, round_timeout_s=120)
+    sites = _sites(tmp_path, 2)
+
+    with FlowerProcesses(tmp_path / "work", tls=tls, supernode_auth=True) as processes:
+        port = processes.start_superlink()
+        processes.register_site(keys["registered"].public_key)
+        address = f"{LOOPBACK}:{port}"
+        processes.start_site(
+            "registered", sites[0], address, ca_cert=tls.ca_cert, private_key=keys["registered"].private_key
+        )
+        intruder = processes.start_site(
+            "unregistered", sites[1], address, ca_cert=tls.ca_cert, private_key=keys["unregistered"].private_key
+        )
+        processes.run_app(config, timeout_s=300)
+        intruder_code = intruder.wait(timeout=120)
+
+    assert intruder_code != 0
+    assert "Exit Code: 305" in (tmp_path / "work" / "unregistered.log").read_text()
+    rounds = json.loads((tmp_path / "run" / "rounds.json").read_text())
+    assert len(rounds[0]["accepted_from"]) == 1
+    assert load_checkpoint(tmp_path / "run" / "global").name == "act"
