@@ -1,9 +1,9 @@
 """Federated training across sites on Flower's Deployment Engine, as real processes.
 
 The coordinator runs a Flower SuperLink and submits robota's ServerApp (`robota.federated_app`)
-with `flwr run`; each site runs a SuperNode whose dataset path is node configuration, read by the
-ClientApp on the site's machine and never sent. Only spec, pooled statistics, sample counts and
-weight updates travel.
+with `flwr run`. Each site runs a SuperNode whose dataset path is node configuration, read by the
+ClientApp on the site's machine and never sent. Only the spec, dataset statistics, sample counts,
+dataset fingerprints and weight updates travel.
 
 ```python
 from robota.federated import FederationConfig, train_federated_local
@@ -178,8 +178,8 @@ class FederationConfig:
 def pool_stats(site_stats: Sequence[tuple[Mapping[str, Any], int]]) -> dict[str, Any]:
     """Pool per-site dataset statistics, weighting each site by its sample count.
 
-    `mean` and `std` are pooled exactly (the pooled variance is the weighted mean of the site
-    variances plus the variance of the site means); `min` and `max` take the extremes, `count`
+    `mean` and `std` are pooled exactly: the pooled variance is the weighted mean of the site
+    variances plus the variance of the site means. `min` and `max` take the extremes, `count`
     adds up, and other entries (quantiles) are weighted means.
 
     NOTE: pooled quantiles are an approximation; a policy that normalises by quantiles sees
