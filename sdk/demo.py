@@ -38,6 +38,9 @@ class DemoConfig:
         image_size: Camera image height and width in pixels.
         latency_samples: Batch-1 inference calls timed per runtime.
         eval_workers: Processes that run evaluation episodes in parallel.
+        train_threads: Torch threads for training. One thread is slower than two on an idle
+            2-core machine but stays fast when other processes load the cores, where two
+            threads spin against each other.
         seed: Seed of training and of the first recorded episode.
     """
 
@@ -50,6 +53,7 @@ class DemoConfig:
     image_size: int = 96
     latency_samples: int = 200
     eval_workers: int = 2
+    train_threads: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -134,6 +138,7 @@ def _train_phase(config: DemoConfig, dataset: Path, output: Path) -> Path:
         steps=config.train_steps,
         batch_size=config.batch_size,
         seed=config.seed,
+        num_threads=config.train_threads,
     )
     with console.progress("train", config.train_steps) as bar:
         last = [0]

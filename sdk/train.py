@@ -78,8 +78,12 @@ def train(
             training checkpoints while `resume` is off. This is checked before the first step,
             so no training run is lost to it.
     """
+    import torch
+
     from robota import train_dist
 
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
     context = train_dist.setup(config.device, config.dist_timeout_s)
     try:
         run = _Run(config, context, dataset_factory)

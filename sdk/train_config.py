@@ -82,6 +82,9 @@ class TrainConfig:
         tensorboard: Whether to write TensorBoard event files (needs the tensorboard package).
         resume: Continue from the latest training-state checkpoint in `output`, if any.
         dist_timeout_s: Timeout of collective operations between processes, in seconds.
+        num_threads: Torch intra-op threads per process; 0 keeps torch's default (one per
+            core). On a CPU shared with other processes, one thread is much faster than two
+            (see benchmarks/train_throughput.py).
     """
 
     dataset: Path
@@ -113,6 +116,7 @@ class TrainConfig:
     tensorboard: bool = True
     resume: bool = False
     dist_timeout_s: float = 1800.0
+    num_threads: int = 0
 
     def __post_init__(self) -> None:
         self.dataset = Path(self.dataset)
@@ -121,7 +125,14 @@ class TrainConfig:
         _check_types(self)
         for field in ("steps", "batch_size", "log_every", "chunk_size", "grad_accum_steps"):
             _check_int(self, field, minimum=1)
-        for field in ("warmup_steps", "num_workers", "seed", "checkpoint_every", "eval_every"):
+        for field in (
+            "warmup_steps",
+            "num_workers",
+            "seed",
+            "checkpoint_every",
+            "eval_every",
+            "num_threads",
+        ):
             _check_int(self, field, minimum=0)
         _check_int(self, "keep_last", minimum=1)
         _check_int(self, "eval_episodes", minimum=1)
