@@ -18,6 +18,7 @@ from robota.dataset_cli import register as register_dataset_commands
 from robota.demo import DemoConfig
 from robota.import_cli import register as register_import_commands
 from robota.evaluate import EVAL_SEED_START
+from robota.federate_cli import register as register_federate_commands
 from robota.sim_cli import register as register_sim_commands
 from robota.suite_cli import register as register_suite_commands
 from robota.train_cli import register as register_train_commands
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_sim_commands(commands)
     register_suite_commands(commands)
+    register_federate_commands(commands)
     return parser
 
 
