@@ -109,6 +109,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         eval_episodes=args.eval_episodes,
         train_steps=args.train_steps,
         image_size=args.image_size,
+        sites=args.sites,
     )
     summary = run_demo(config)
     _print_table("robota demo", format_summary(summary))
@@ -204,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--image-size", type=int, default=DemoConfig.image_size, help="camera size in pixels"
+    )
+    p.add_argument(
+        "--sites",
+        type=int,
+        default=DemoConfig.sites,
+        help="split the demonstrations across this many local Flower sites (default: 1)",
     )
     p.set_defaults(handler=_cmd_demo)
 

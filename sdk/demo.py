@@ -18,8 +18,8 @@ from typing import Any
 from robota import console
 from robota.errors import RobotaError
 from robota.evaluate import EVAL_SEED_START, EvalConfig, evaluate, write_json_atomic
-from robota.record import RecordConfig, record
-from robota.stats import latency_percentiles_ms
+from robota.record import RecordConfig, RecordResult, record
+from robota.stats import latency_percentiles_ms, wilson_interval
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,10 @@ class DemoConfig:
         train_threads: Torch threads for training. One thread is slower than two on an idle
             2-core machine but stays fast when other processes load the cores, where two
             threads spin against each other.
+        sites: Local federated sites; above 1, the demonstrations are split between sites and
+            trained with Flower (FedAvg) instead of one process.
+        federated_rounds: Rounds of the federated training; each site runs
+            `train_steps // federated_rounds` steps per round.
         seed: Seed of training and of the first recorded episode.
     """
 
@@ -54,11 +58,20 @@ class DemoConfig:
     latency_samples: int = 200
     eval_workers: int = 2
     train_threads: int = 1
+    sites: int = 1
+    federated_rounds: int = 10
     seed: int = 0
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
-        for name in ("demonstrations", "eval_episodes", "train_steps", "batch_size"):
+        for name in (
+            "demonstrations",
+            "eval_episodes",
+            "train_steps",
+            "batch_size",
+            "sites",
+            "federated_rounds",
+        ):
             if getattr(self, name) < 1:
                 raise RobotaError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -74,24 +87,29 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     summary["phase_s"] = timer.durations
 
     with timer("record"):
-        recording = _record_phase(config, run_dir / "dataset")
+        recordings = _record_phase(config, run_dir)
+    successes = sum(r.successes for r in recordings)
+    attempts = sum(r.attempts for r in recordings)
     summary["expert"] = {
-        "successes": recording.successes,
-        "episodes": recording.attempts,
-        "success_rate": recording.expert_success_rate,
-        "success_interval_95": list(recording.expert_interval),
+        "successes": successes,
+        "episodes": attempts,
+        "success_rate": successes / attempts,
+        "success_interval_95": list(wilson_interval(successes, attempts)),
     }
+    datasets = [r.dataset for r in recordings]
+    dataset = datasets[0]
     with timer("train"):
-        checkpoint = _train_phase(config, recording.dataset, run_dir / "checkpoint")
+        if config.sites > 1:
+            checkpoint = _federated_train_phase(config, datasets, run_dir / "federated")
+        else:
+            checkpoint = _train_phase(config, dataset, run_dir / "checkpoint")
     with timer("export"):
-        summary["export"] = _export_phase(checkpoint, recording.dataset, run_dir / "bundle")
+        summary["export"] = _export_phase(checkpoint, dataset, run_dir / "bundle")
     for kind, path in (("checkpoint", checkpoint), ("bundle", run_dir / "bundle")):
         with timer(f"eval {kind}"):
             summary[kind] = _eval_phase(config, kind, path, run_dir / f"eval-{kind}.json")
     with timer("latency"):
-        summary["latency"] = _latency_phase(
-            config, checkpoint, run_dir / "bundle", recording.dataset
-        )
+        summary["latency"] = _latency_phase(config, checkpoint, run_dir / "bundle", dataset)
 
     summary["wall_time_s"] = sum(timer.durations.values())
     write_json_atomic(run_dir / "summary.json", summary)
@@ -114,18 +132,52 @@ class _PhaseTimer:
             logger.info("phase %s took %.1f s", phase, self.durations[phase])
 
 
-def _record_phase(config: DemoConfig, dataset: Path):
+def _record_phase(config: DemoConfig, run_dir: Path) -> list[RecordResult]:
+    """Record one dataset, or one per site with disjoint seeds when `config.sites` > 1."""
+    if config.sites == 1:
+        plan = [(run_dir / "dataset", config.demonstrations, config.seed)]
+    else:
+        per_site = [config.demonstrations // config.sites] * config.sites
+        per_site[0] += config.demonstrations % config.sites
+        # Each site may try up to twice its episodes, so these seed ranges never overlap.
+        starts = [config.seed + 2 * sum(per_site[:k]) for k in range(config.sites)]
+        plan = [
+            (run_dir / f"dataset-site{k}", per_site[k], starts[k]) for k in range(config.sites)
+        ]
+
+    results = []
     with console.progress("record", config.demonstrations) as bar:
-        return record(
-            RecordConfig(
+        for dataset, episodes, seed in plan:
+            record_config = RecordConfig(
                 output=dataset,
                 task=config.task,
-                episodes=config.demonstrations,
-                seed=config.seed,
+                episodes=episodes,
+                seed=seed,
                 image_size=config.image_size,
-            ),
-            progress=bar,
-        )
+            )
+            results.append(record(record_config, progress=bar))
+    return results
+
+
+def _federated_train_phase(config: DemoConfig, datasets: list[Path], output: Path) -> Path:
+    """Train across one local Flower site per dataset with the same total optimiser steps."""
+    from robota.federated import FederationConfig, train_federated_local
+
+    federation = FederationConfig(
+        output=output,
+        rounds=config.federated_rounds,
+        local_steps=max(1, config.train_steps // config.federated_rounds),
+        min_sites=len(datasets),
+        batch_size=config.batch_size,
+        seed=config.seed,
+    )
+    logger.info(
+        "federated training: %d sites, %d rounds of %d local steps",
+        len(datasets),
+        federation.rounds,
+        federation.local_steps,
+    )
+    return train_federated_local(datasets, federation, workdir=output.parent / "flower")
 
 
 def _train_phase(config: DemoConfig, dataset: Path, output: Path) -> Path:

@@ -43,3 +43,28 @@ def test_demo_runs_every_phase(tmp_path):
     rows = dict(format_summary(summary))
     assert "policy success, bundle (ONNX Runtime)" in rows
     assert rows["policy success, checkpoint (torch)"].endswith("]")
+
+
+@pytest.mark.multiprocess
+def test_demo_trains_across_sites(tmp_path):
+    pytest.importorskip("flwr")
+    config = DemoConfig(
+        workdir=tmp_path,
+        demonstrations=2,
+        eval_episodes=1,
+        train_steps=2,
+        batch_size=4,
+        image_size=32,
+        latency_samples=5,
+        eval_workers=1,
+        sites=2,
+        federated_rounds=1,
+    )
+    summary = run_demo(config)
+
+    run_dir = next(tmp_path.glob("demo-*"))
+    assert (run_dir / "dataset-site0" / "meta" / "info.json").is_file()
+    assert (run_dir / "dataset-site1" / "meta" / "info.json").is_file()
+    assert (run_dir / "federated" / "global" / "model.safetensors").is_file()
+    assert summary["bundle"]["episodes"] == 1
+    assert summary["export"]["parity_max_abs_error"] <= 1e-4
