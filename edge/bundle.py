@@ -65,28 +65,41 @@ def _session_errors(onnxruntime) -> tuple[type[BaseException], ...]:
 
 
 def verify_bundle(
-    path: Path, *, trusted_keys: Sequence | None = None, variant: str | None = None
+    path: Path,
+    *,
+    trusted_keys: Sequence | None = None,
+    require_signature: bool = False,
+    variant: str | None = None,
 ) -> Manifest:
     """Check a bundle folder, its manifest and its model's sha256, without loading the model.
 
     Args:
         path: Bundle folder.
         trusted_keys: Ed25519 public keys (or paths of PEM files); when given, the bundle must
-            carry a valid signature by one of them. `None` skips the signature check.
+            carry a valid signature by one of them. `None` skips the signature check, unless
+            `require_signature` is set.
+        require_signature: Reject the bundle unless `trusted_keys` is non-empty and the
+            signature verifies against one of them. The robot's run path sets it; offline
+            tools (evaluation in the twin, export's self-check) leave it off.
+        variant: Model variant whose file and sha256 are checked instead of `policy.onnx`.
 
     Returns:
         The parsed manifest.
 
     Raises:
         BundleError: The folder or a file is missing, the manifest is invalid, the model's
-            sha256 differs from the one in the manifest, or the signature check fails.
+            sha256 differs from the one in the manifest, the signature check fails, or a
+            signature is required and no trusted key is given.
     """
-    manifest, _, _ = _read_verified(Path(path), trusted_keys, variant)
+    manifest, _, _ = _read_verified(Path(path), trusted_keys, variant, require_signature)
     return manifest
 
 
 def _read_verified(
-    path: Path, trusted_keys: Sequence | None, variant: str | None = None
+    path: Path,
+    trusted_keys: Sequence | None,
+    variant: str | None = None,
+    require_signature: bool = False,
 ) -> tuple[Manifest, bytes, str | None]:
     """Return the manifest, the model bytes and the signer's key id after all file checks.
 
@@ -96,6 +109,11 @@ def _read_verified(
     if not path.is_dir():
         raise BundleError(
             f"{path}: bundle folder not found; pass the folder that `robota export` wrote"
+        )
+    if require_signature and not trusted_keys:
+        raise BundleError(
+            f"{path}: a signed bundle is required, but no trusted public key was given; "
+            "pass the public key of the key that signed the bundle in trusted_keys"
         )
     manifest_path = path / MANIFEST_FILE
     raw_manifest = read_manifest_bytes(manifest_path)
@@ -168,6 +186,7 @@ def load_bundle(
     providers: Sequence[str] | None = None,
     intra_op_threads: int | None = None,
     trusted_keys: Sequence | None = None,
+    require_signature: bool = False,
     variant: str | None = None,
 ) -> Bundle:
     """Verify a bundle and start an ONNX Runtime session for its model.
@@ -179,17 +198,20 @@ def load_bundle(
         intra_op_threads: Threads ONNX Runtime uses inside one operator; `None` keeps its
             default (one per physical core).
         trusted_keys: Ed25519 public keys (or paths of PEM files); when given, the bundle must
-            carry a valid signature by one of them. `None` skips the signature check.
+            carry a valid signature by one of them. `None` skips the signature check, unless
+            `require_signature` is set.
+        require_signature: Reject the bundle unless `trusted_keys` is non-empty and the
+            signature verifies against one of them. `robota-edge run` sets it; offline tools
+            (evaluation in the twin, export's self-check, `robota-edge bench`) leave it off.
         variant: Model variant to run instead of `policy.onnx`, as listed in the manifest's
             `variants` (`fp16` or `int8`); `None` runs the full-precision model.
 
     Raises:
         BundleError: A check of `verify_bundle` failed, the variant is not in the bundle, the
-            model does not load, or the graph's
-            inputs or outputs differ from the manifest.
+            model does not load, or the graph's inputs or outputs differ from the manifest.
     """
     path = Path(path)
-    manifest, model, signer = _read_verified(path, trusted_keys, variant)
+    manifest, model, signer = _read_verified(path, trusted_keys, variant, require_signature)
     onnxruntime = _import_onnxruntime()
     chosen = select_providers(providers)
 

@@ -8,7 +8,8 @@ Commands:
     keygen: write a new Ed25519 key pair for signing bundles.
     sign BUNDLE: sign a bundle's manifest with a private key.
     run --bundle BUNDLE --ros ws://HOST:PORT: drive a robot (or the twin's rosbridge endpoint)
-        with the bundle through the asynchronous executor and the safety filter.
+        with the bundle through the asynchronous executor and the safety filter. The bundle
+        must be signed by a --trusted-key unless --allow-unsigned is given.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ import numpy as np
 
 from robota import __version__
 from robota.edge.bundle import load_bundle, verify_bundle
-from robota.edge.manifest import MANIFEST_FILE, Manifest, read_manifest
+from robota.edge.manifest import MANIFEST_FILE, SIGNATURE_FILE, Manifest, read_manifest
 from robota.edge.signing import generate_key_pair, sign_manifest
 from robota.edge.synthetic import synthesize_observations
-from robota.errors import RobotaError
+from robota.errors import BundleError, RobotaError
 from robota.spec import build_policy_inputs
 
 logger = logging.getLogger(__name__)
@@ -150,9 +151,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.rate is not None and not (math.isfinite(args.rate) and args.rate > 0):
         print("error: --rate must be a positive number of Hz", file=sys.stderr)
         return 2
-    bundle = load_bundle(
-        args.bundle, intra_op_threads=args.threads, trusted_keys=args.trusted_key, variant=args.variant
-    )
+    bundle = _load_run_bundle(args)
     rate_hz = float(args.rate or bundle.spec.fps)
     if rate_hz != bundle.spec.fps:
         logger.warning(
@@ -184,6 +183,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
             recorder.close()
     _print_run_stats(stats, bridge)
     return 0
+
+
+def _load_run_bundle(args: argparse.Namespace):
+    """Load the bundle for `run`, signed by a trusted key unless --allow-unsigned is given.
+
+    With --allow-unsigned, a bundle that has a signature file is still verified when trusted
+    keys are given, so the flag accepts unsigned bundles but never a signature that fails.
+    """
+    path = Path(args.bundle)
+    keys = args.trusted_key or []
+    signed = (path / SIGNATURE_FILE).is_file()
+    options = {"intra_op_threads": args.threads, "variant": args.variant}
+    if args.allow_unsigned and not (signed and keys):
+        reason = "it has no signature" if not signed else "no --trusted-key was given"
+        logger.warning(
+            "running bundle %s without a verified signature because of --allow-unsigned: %s",
+            path, reason,
+        )
+        return load_bundle(path, **options)
+
+    # A missing folder falls through to load_bundle, which reports it as such.
+    if path.is_dir() and not signed:
+        raise BundleError(
+            f"{path}: bundle is unsigned ({SIGNATURE_FILE} not found), and `robota-edge run` "
+            f"runs only signed bundles; sign it with `robota-edge sign {path} --private-key KEY` "
+            "and pass --trusted-key PUB, or pass --allow-unsigned to run it unsigned"
+        )
+    if path.is_dir() and not keys:
+        raise BundleError(
+            f"{path}: bundle is signed, but no --trusted-key was given to verify it; pass "
+            "--trusted-key PUB with the signer's public key, or --allow-unsigned to run it "
+            "without the check"
+        )
+    return load_bundle(path, trusted_keys=keys, require_signature=True, **options)
 
 
 def _print_run_stats(stats, bridge) -> None:
@@ -238,7 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", help="model variant to run instead of policy.onnx: fp16 or int8")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: ORT's)")
     p.add_argument(
-        "--trusted-key", type=Path, action="append", help="Ed25519 public key (PEM) the bundle must be signed with"
+        "--trusted-key",
+        type=Path,
+        action="append",
+        help="Ed25519 public key (PEM) the bundle must be signed with; repeat for several",
+    )
+    p.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="run a bundle without a signature, or without checking it when no --trusted-key "
+        "is given (logged as a warning)",
     )
     p.add_argument(
         "--camera-transport",

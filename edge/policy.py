@@ -54,13 +54,22 @@ class BundlePolicy:
         n_action_steps: int | None = None,
         providers: Sequence[str] | None = None,
         variant: str | None = None,
+        trusted_keys: Sequence | None = None,
+        require_signature: bool = False,
     ) -> BundlePolicy:
         """Load the bundle at `path` (see `load_bundle`) and wrap it as a policy.
 
         `variant` picks a reduced-precision model that the bundle lists (`fp16` or `int8`);
-        `None` runs `policy.onnx`.
+        `None` runs `policy.onnx`. `trusted_keys` and `require_signature` go to `load_bundle`
+        unchanged, so by default the signature is not checked.
         """
-        bundle = load_bundle(path, providers=providers, variant=variant)
+        bundle = load_bundle(
+            path,
+            providers=providers,
+            variant=variant,
+            trusted_keys=trusted_keys,
+            require_signature=require_signature,
+        )
         return cls(bundle, n_action_steps=n_action_steps)
 
     @property

@@ -95,7 +95,8 @@ def test_edge_run_drives_served_twin(bundle, server_url, capsys):
         bridge.close()
     before = _joint_positions(server_url, spec)
 
-    status = edge_main(["run", "--bundle", str(bundle), "--ros", server_url, "--max-steps", "20"])
+    argv = ["run", "--bundle", str(bundle), "--ros", server_url, "--max-steps", "20"]
+    status = edge_main([*argv, "--allow-unsigned"])
     out = capsys.readouterr().out
     after = _joint_positions(server_url, spec)
 

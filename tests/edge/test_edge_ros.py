@@ -144,12 +144,22 @@ def test_ros_connect_timeout_names_url() -> None:
         bridge.connect(timeout_s=1.0)
 
 
-def test_cli_run_against_fake_bridge(exported_bundle, server: FakeRosbridgeServer, tmp_path, capsys) -> None:
+@pytest.mark.parametrize("signed", [False, True], ids=["allow-unsigned", "signed"])
+def test_cli_run_against_fake_bridge(bundle_copy, server: FakeRosbridgeServer, tmp_path, capsys, signed) -> None:
     import threading
 
     from robota.edge import cli
     from robota.edge.recorder import read_edge_episode
 
+    if signed:
+        pytest.importorskip("cryptography")
+        from robota.edge.signing import generate_key_pair, sign_manifest
+
+        generate_key_pair(tmp_path / "release.pem", tmp_path / "release.pub")
+        sign_manifest(bundle_copy, tmp_path / "release.pem")
+        signature_options = ["--trusted-key", str(tmp_path / "release.pub")]
+    else:
+        signature_options = ["--allow-unsigned"]
     stop = threading.Event()
 
     def publish_until_stopped() -> None:
@@ -160,7 +170,7 @@ def test_cli_run_against_fake_bridge(exported_bundle, server: FakeRosbridgeServe
     publisher = threading.Thread(target=publish_until_stopped, daemon=True)
     publisher.start()
     try:
-        argv = ["run", "--bundle", str(exported_bundle), "--ros", server.url, "--rate", "50"]
+        argv = ["run", "--bundle", str(bundle_copy), "--ros", server.url, "--rate", "50", *signature_options]
         status = cli.main([*argv, "--max-steps", "40", "--record", str(tmp_path / "log")])
     finally:
         stop.set()
