@@ -55,16 +55,26 @@ def key_id(public_key) -> str:
 def generate_key_pair(private_key_path: Path, public_key_path: Path) -> str:
     """Write a new Ed25519 key pair as PEM files and return the public key's id.
 
-    The private key file is created with mode 0600. Existing files are never replaced.
+    The private key file is created with mode 0600. Existing files are never replaced: both
+    files are opened with O_EXCL, so a file created between the check and the write is not
+    replaced either.
 
     Raises:
-        BundleError: One of the files already exists.
+        BundleError: One of the files already exists, both paths are the same file, or a
+            folder is missing.
     """
     serialization = _serialization()
     private_key_path, public_key_path = Path(private_key_path), Path(public_key_path)
+    if private_key_path.resolve() == public_key_path.resolve():
+        raise BundleError(
+            f"{private_key_path}: given as both the private and the public key file; "
+            "pass two different paths"
+        )
     for path in (private_key_path, public_key_path):
         if path.exists():
             raise BundleError(f"{path}: already exists; choose another path for the new key")
+        if not path.parent.is_dir():
+            raise BundleError(f"{path.parent}: folder not found; create it before writing {path.name}")
 
     private_key = _ed25519().Ed25519PrivateKey.generate()
     private_pem = private_key.private_bytes(
@@ -75,11 +85,26 @@ def generate_key_pair(private_key_path: Path, public_key_path: Path) -> str:
     public_pem = private_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    descriptor = os.open(private_key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as stream:
-        stream.write(private_pem)
-    public_key_path.write_bytes(public_pem)
+    _write_new_file(private_key_path, private_pem, 0o600)
+    try:
+        _write_new_file(public_key_path, public_pem, 0o644)
+    except BundleError:
+        # Leave no half of a pair behind, so the caller can retry with the same paths.
+        private_key_path.unlink()
+        raise
     return key_id(private_key.public_key())
+
+
+def _write_new_file(path: Path, data: bytes, mode: int) -> None:
+    """Create `path` with `mode` (before the umask) and write `data`; never replace a file."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        raise BundleError(f"{path}: already exists; choose another path for the new key") from None
+    except OSError as error:
+        raise BundleError(f"{path}: cannot create the key file ({error.strerror})") from None
+    with os.fdopen(descriptor, "wb") as stream:
+        stream.write(data)
 
 
 def load_private_key(path: Path):
