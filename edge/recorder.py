@@ -150,13 +150,7 @@ def read_edge_episode(episode_dir: Path) -> dict[str, Any]:
         RobotaError: The folder is not an edge log episode or a file is truncated.
     """
     episode_dir = Path(episode_dir)
-    meta_path = episode_dir / META_FILE
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise RobotaError(f"{meta_path}: not a readable edge log episode ({error})") from None
-    if meta.get("format") != LOG_FORMAT or meta.get("version") != LOG_VERSION:
-        raise RobotaError(f"{meta_path}: format {meta.get('format')!r} v{meta.get('version')} is not {LOG_FORMAT} v{LOG_VERSION}")
+    meta = read_edge_meta(episode_dir)
     spec = Spec.from_dict(meta["spec"])
     lines = _read_lines(episode_dir / FRAMES_FILE)
     rows = [line for line in lines if line["observation"] is not None]
@@ -165,15 +159,39 @@ def read_edge_episode(episode_dir: Path) -> dict[str, Any]:
     episode["timestamp_s"] = np.array([r["time_s"] for r in rows], dtype=np.float64)
     episode["tick"] = np.array([r["tick"] for r in rows], dtype=np.int64)
     episode["held"] = np.array([r["held"] for r in rows], dtype=bool)
-    episode[ACTION] = np.array([r["command"] for r in rows], dtype=np.float32).reshape(len(rows), -1)
-    nan_action = [np.nan] * spec.robot.action_dim
-    episode["proposed"] = np.array([r["proposed"] or nan_action for r in rows], dtype=np.float32).reshape(len(rows), -1)
+    # Explicit widths, not -1, so an episode without a complete observation gives (0, dim).
+    action_dim = spec.robot.action_dim
+    episode[ACTION] = np.array([r["command"] for r in rows], dtype=np.float32).reshape(len(rows), action_dim)
+    nan_action = [np.nan] * action_dim
+    episode["proposed"] = np.array([r["proposed"] or nan_action for r in rows], dtype=np.float32).reshape(len(rows), action_dim)
     episode[TASK] = [r["observation"][TASK] for r in rows]
     for key in spec.vector_keys:
-        episode[key] = np.array([r["observation"][key] for r in rows], dtype=np.float32).reshape(len(rows), -1)
+        width = int(np.prod(spec.features[key].shape))
+        episode[key] = np.array([r["observation"][key] for r in rows], dtype=np.float32).reshape(len(rows), width)
     for camera in spec.camera_names:
         episode[OBS_IMAGES + camera] = _read_images(episode_dir, camera, spec, rows)
     return episode
+
+
+def read_edge_meta(episode_dir: Path) -> dict[str, Any]:
+    """Load and check an episode's `meta.json` without reading its frames.
+
+    Raises:
+        RobotaError: The file is missing or invalid, or its format or version is not this
+            module's.
+    """
+    meta_path = Path(episode_dir) / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise RobotaError(f"{meta_path}: not a readable edge log episode ({error})") from None
+    if not isinstance(meta, dict):
+        raise RobotaError(f"{meta_path}: not a JSON object, so not an edge log episode")
+    if meta.get("format") != LOG_FORMAT or meta.get("version") != LOG_VERSION:
+        raise RobotaError(f"{meta_path}: format {meta.get('format')!r} v{meta.get('version')} is not {LOG_FORMAT} v{LOG_VERSION}")
+    if not isinstance(meta.get("spec"), dict):
+        raise RobotaError(f"{meta_path}: has no spec; the episode was not written by EdgeLogWriter")
+    return meta
 
 
 def iter_edge_episodes(root: Path) -> Iterator[dict[str, Any]]:

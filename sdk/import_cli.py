@@ -5,6 +5,7 @@
     robota dataset import robomimic HDF5 DST [--fps HZ] [--filter-key NAME] [--task TEXT]
     robota dataset import rosbag BAG [BAG ...] DST --mapping FILE
     robota dataset import lerobot SRC DST [--image-size HEIGHT WIDTH] [--episodes INDEX ...]
+    robota dataset import edge-log LOG DST
     robota dataset inspect-bag BAG
 
 Each handler imports its module when it runs, prints one summary and returns the exit status.
@@ -54,6 +55,19 @@ def _cmd_import_lerobot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_edge_log(args: argparse.Namespace) -> int:
+    from robota.datasets import open_dataset
+    from robota.datasets.edge_log import import_edge_log
+
+    output = import_edge_log(args.log, args.output)
+    dataset = open_dataset(output)
+    print(
+        f"wrote {dataset.num_episodes} episodes, {dataset.num_frames} frames at {dataset.fps} Hz "
+        f"to {output}; action is the command sent after the safety filter"
+    )
+    return 0
+
+
 def _cmd_inspect_bag(args: argparse.Namespace) -> int:
     from robota.datasets.rosbag import inspect_bag
 
@@ -62,7 +76,7 @@ def _cmd_inspect_bag(args: argparse.Namespace) -> int:
 
 
 def register(dataset_subparsers: argparse._SubParsersAction) -> None:
-    """Add `import robomimic|rosbag|lerobot` and `inspect-bag` to the `robota dataset` group."""
+    """Add `import robomimic|rosbag|lerobot|edge-log` and `inspect-bag` to the `robota dataset` group."""
     p = dataset_subparsers.add_parser("import", help="convert foreign demonstrations into a robota dataset")
     sources = p.add_subparsers(dest="import_source", required=True, metavar="SOURCE")
 
@@ -91,6 +105,11 @@ def register(dataset_subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--unit", help="unit of the state and action elements, for example rad")
     q.add_argument("--episodes", type=int, nargs="+", metavar="INDEX", help="source episodes to copy (default: all)")
     q.set_defaults(handler=_cmd_import_lerobot)
+
+    q = sources.add_parser("edge-log", help="the log of `robota-edge run --record`, one episode per log episode")
+    q.add_argument("log", type=Path, help="log folder with episode_NNNNNN folders (only read)")
+    q.add_argument("output", type=Path, help="new dataset folder to write")
+    q.set_defaults(handler=_cmd_import_edge_log)
 
     p = dataset_subparsers.add_parser("inspect-bag", help="list a ROS 2 bag's topics, types and counts")
     p.add_argument("bag", type=Path, help="bag folder (sqlite3 or mcap)")

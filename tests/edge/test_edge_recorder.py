@@ -65,3 +65,14 @@ def test_edge_log_tolerates_cut_last_line(tmp_path: Path) -> None:
 def test_edge_log_rejects_other_folder(tmp_path: Path) -> None:
     with pytest.raises(RobotaError, match="not a readable edge log"):
         read_edge_episode(tmp_path)
+
+
+def test_edge_log_episode_without_observation(tmp_path: Path) -> None:
+    with EdgeLogWriter(tmp_path, SPEC) as writer:
+        write_ticks(writer, 1)  # tick 0 has no observation
+
+    episode = read_edge_episode(tmp_path / "episode_000000")
+    assert episode[ACTION].shape == (0, 7)
+    assert episode[OBS_STATE].shape == (0, 7)
+    assert episode[OBS_IMAGES + "wrist"].shape == (0, 8, 8, 3)
+    assert episode[TASK] == []
