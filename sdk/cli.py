@@ -17,6 +17,7 @@ from robota import __version__, console
 from robota.dataset_cli import register as register_dataset_commands
 from robota.demo import DemoConfig
 from robota.import_cli import register as register_import_commands
+from robota.keys_cli import register as register_keys_commands
 from robota.evaluate import EVAL_SEED_START
 from robota.federate_cli import register as register_federate_commands
 from robota.sim_cli import register as register_sim_commands
@@ -215,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_demo)
 
     register_sim_commands(commands)
+    register_keys_commands(commands)
     register_suite_commands(commands)
     register_federate_commands(commands)
     return parser
