@@ -134,7 +134,7 @@ def client(lockstep_port: int) -> Iterator[BridgeClient]:
 
 @pytest.fixture
 def ros(lockstep_port: int) -> Iterator[Any]:
-    connection = roslibpy.Ros(host="127.0.0.1", port=lockstep_port, transport="asyncio")
+    connection = roslibpy.Ros(host="127.0.0.1", port=lockstep_port)
     connection.run(timeout=REPLY_DEADLINE_S)
     yield connection
     connection.close()
@@ -451,9 +451,7 @@ def test_edge_client_reads_twin_observation(client: BridgeClient, lockstep_port:
     expected, *_ = env.step(hold)
     env.close()
 
-    edge_io = edge_ros.RosBridgeIO(
-        f"ws://127.0.0.1:{lockstep_port}", env.unwrapped.feature_spec, transport="asyncio"
-    )
+    edge_io = edge_ros.RosBridgeIO(f"ws://127.0.0.1:{lockstep_port}", env.unwrapped.feature_spec)
     edge_io.connect(timeout_s=REPLY_DEADLINE_S)
     try:
         client.call("/robota/reset", {"seed": seed})
