@@ -28,29 +28,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
-from robota.datasets import DatasetWriter
+from robota.datasets.synthetic import write_random_dataset
 from robota.spec import UR5E, make_arm_spec
 
 
 def _write_dataset(root: Path, episodes: int, length: int, image_size: int) -> Path:
-    spec = make_arm_spec(UR5E, 10, {"wrist": (image_size, image_size), "overhead": (image_size, image_size)})
-    rng = np.random.default_rng(0)
-    with DatasetWriter(root, spec, robot_type="ur5e") as writer:
-        for _ in range(episodes):
-            for _ in range(length):
-                frame: dict = {}
-                for key, feature in spec.features.items():
-                    if feature.is_image:
-                        frame[key] = rng.integers(0, 256, feature.shape, dtype=np.uint8)
-                    elif feature.dtype == "string":
-                        frame[key] = "pick the part"
-                    else:
-                        frame[key] = rng.normal(0.0, 1.0, feature.shape).astype(np.float32)
-                writer.add_frame(frame)
-            writer.save_episode()
-    return root
+    size = (image_size, image_size)
+    spec = make_arm_spec(UR5E, 10, {"wrist": size, "overhead": size})
+    return write_random_dataset(root, spec, episodes=episodes, length=length)
 
 
 def _free_port() -> int:

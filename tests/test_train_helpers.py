@@ -11,9 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 
-from robota.datasets import DatasetWriter
+from robota.datasets.synthetic import write_random_dataset
 from robota.spec import UR5E, make_arm_spec
 
 # A policy small enough that a CPU step takes milliseconds. Dropout draws from the torch RNG, so
@@ -44,21 +43,7 @@ dropout = 0.1
 def write_tiny_dataset(root: Path, episodes: int = 4, length: int = 12, seed: int = 0) -> Path:
     """Record `episodes` episodes of random 16x16 frames and vectors with DatasetWriter."""
     spec = make_arm_spec(UR5E, 10, {"wrist": (16, 16)})
-    rng = np.random.default_rng(seed)
-    with DatasetWriter(root, spec, robot_type="ur5e") as writer:
-        for _ in range(episodes):
-            for _ in range(length):
-                frame: dict = {}
-                for key, feature in spec.features.items():
-                    if feature.is_image:
-                        frame[key] = rng.integers(0, 256, feature.shape, dtype=np.uint8)
-                    elif feature.dtype == "string":
-                        frame[key] = "pick the part"
-                    else:
-                        frame[key] = rng.normal(0.0, 1.0, feature.shape).astype(np.float32)
-                writer.add_frame(frame)
-            writer.save_episode()
-    return root
+    return write_random_dataset(root, spec, episodes=episodes, length=length, seed=seed)
 
 
 def write_tiny_config(path: Path, steps: int = 24, checkpoint_every: int = 4) -> Path:

@@ -8,10 +8,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from robota.datasets import DatasetWriter
+from robota.datasets.synthetic import write_random_dataset
 from robota.federated import FederationConfig
 from robota.federated_rounds import SiteReply, open_site_dataset, site_info, site_round
 from robota.spec import UR5E, make_arm_spec
@@ -22,21 +21,7 @@ TINY_ACT = {"dim_model": 32, "n_heads": 2, "dim_feedforward": 64, "image_channel
 def write_site_dataset(root: Path, seed: int, episodes: int = 3, length: int = 10, image_size: int = 16) -> Path:
     """Record `episodes` episodes of random square frames and vectors with DatasetWriter."""
     spec = make_arm_spec(UR5E, 10, {"wrist": (image_size, image_size)})
-    rng = np.random.default_rng(seed)
-    with DatasetWriter(root, spec, robot_type="ur5e") as writer:
-        for _ in range(episodes):
-            for _ in range(length):
-                frame: dict[str, Any] = {}
-                for key, feature in spec.features.items():
-                    if feature.is_image:
-                        frame[key] = rng.integers(0, 256, feature.shape, dtype=np.uint8)
-                    elif feature.dtype == "string":
-                        frame[key] = "pick the part"
-                    else:
-                        frame[key] = rng.normal(0.0, 1.0, feature.shape).astype(np.float32)
-                writer.add_frame(frame)
-            writer.save_episode()
-    return root
+    return write_random_dataset(root, spec, episodes=episodes, length=length, seed=seed)
 
 
 def tiny_config(output: Path, **changes: Any) -> FederationConfig:
