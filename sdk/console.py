@@ -88,6 +88,25 @@ def progress(description: str, total: int) -> Iterator[ProgressReporter]:
         yield _RichProgress(bar, task_id)
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at each record, not the stream it was created with.
+
+    Background threads (roslibpy's reactor, inference workers) may log after the caller has
+    swapped or closed the stream it had when logging was configured, for example in tests.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure_logging(verbose: bool = False) -> None:
     """Send robota's log lines to stderr: through rich on a terminal, plain text otherwise."""
     level = logging.DEBUG if verbose else logging.INFO
@@ -97,7 +116,7 @@ def configure_logging(verbose: bool = False) -> None:
         handler: logging.Handler = RichHandler(show_path=False, show_time=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("robota")
     root.handlers[:] = [handler]
