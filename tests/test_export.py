@@ -6,7 +6,6 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ pytest.importorskip("onnx")
 from robota.edge.bundle import load_bundle  # noqa: E402
 from robota.edge.manifest import MANIFEST_FILE, MODEL_FILE  # noqa: E402
 from robota.edge.policy import BundlePolicy  # noqa: E402
-from robota.edge.synthetic import synthesize_observations  # noqa: E402
+from robota.edge.synthetic import synthesize_observations, synthesize_stats  # noqa: E402
 from robota.errors import BundleError, ParityError  # noqa: E402
 from robota.export import (  # noqa: E402
     export_bundle,
@@ -162,29 +161,6 @@ def test_export_rejects_empty_observations(fake_policy, tmp_path: Path) -> None:
         export_policy(fake_policy, tmp_path / "bundle", observations=[])
 
 
-def _act_stats(spec: Spec) -> dict[str, Any]:
-    """Statistics in stats.json form that the ACT policy accepts."""
-    rng = np.random.default_rng(0)
-    stats: dict[str, Any] = {}
-    for key in spec.image_keys:
-        stats[key] = {
-            "mean": np.full((3, 1, 1), 0.5).tolist(),
-            "std": np.full((3, 1, 1), 0.2).tolist(),
-        }
-    for key in [*spec.vector_keys, ACTION]:
-        dim = spec.features[key].shape[0]
-        mean, std = rng.normal(0.0, 0.5, dim), rng.uniform(0.2, 1.0, dim)
-        stats[key] = {
-            "mean": mean.tolist(),
-            "std": std.tolist(),
-            "min": (mean - 3 * std).tolist(),
-            "max": (mean + 3 * std).tolist(),
-            "q01": (mean - 2 * std).tolist(),
-            "q99": (mean + 2 * std).tolist(),
-        }
-    return stats
-
-
 def test_export_bundle_from_act_checkpoint(tmp_path: Path) -> None:
     policies = pytest.importorskip("robota.policies")
     checkpoint_lib = pytest.importorskip("robota.policies.checkpoint")
@@ -199,7 +175,7 @@ def test_export_bundle_from_act_checkpoint(tmp_path: Path) -> None:
         "image_channels": (8, 16, 16),
         "dropout": 0.0,
     }
-    policy = policies.make_policy("act", spec, _act_stats(spec), **tiny_act).eval()
+    policy = policies.make_policy("act", spec, synthesize_stats(spec), **tiny_act).eval()
     checkpoint = checkpoint_lib.save_checkpoint(
         tmp_path / "checkpoint", policy, extra={"dataset_fingerprint": "fp-123"}
     )

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from robota.edge.synthetic import synthesize_stats
 from robota.spec import ACTION, TASK, Spec, encode_instruction
 
 # Small enough that a training step takes milliseconds.
@@ -23,28 +24,7 @@ INSTRUCTIONS = ("pick the part and place it in the bin", "Lege das Teil in die K
 
 def make_stats(spec: Spec, seed: int = 0) -> dict[str, Any]:
     """Statistics in LeRobot's stats.json form with random, well-conditioned values."""
-    rng = np.random.default_rng(seed)
-    stats: dict[str, Any] = {}
-    for key in spec.image_keys:
-        stats[key] = {
-            "mean": rng.uniform(0.3, 0.6, (3, 1, 1)).tolist(),
-            "std": rng.uniform(0.1, 0.3, (3, 1, 1)).tolist(),
-            "min": np.zeros((3, 1, 1)).tolist(),
-            "max": np.ones((3, 1, 1)).tolist(),
-        }
-    for key in [*spec.vector_keys, ACTION]:
-        dim = spec.features[key].shape[0]
-        mean = rng.normal(0.0, 0.5, dim)
-        std = rng.uniform(0.2, 1.0, dim)
-        stats[key] = {
-            "mean": mean.tolist(),
-            "std": std.tolist(),
-            "min": (mean - 3 * std).tolist(),
-            "max": (mean + 3 * std).tolist(),
-            "q01": (mean - 2 * std).tolist(),
-            "q99": (mean + 2 * std).tolist(),
-        }
-    return stats
+    return synthesize_stats(spec, seed)
 
 
 def make_observation(spec: Spec, rng: np.random.Generator) -> dict[str, Any]:
