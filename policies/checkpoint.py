@@ -110,7 +110,7 @@ def save_checkpoint(
         The checkpoint folder.
 
     Raises:
-        CheckpointError: The target is a file or holds other files, or `extra` reuses a key.
+        CheckpointError: The target is a file or contains other files, or `extra` reuses a key.
     """
     directory = Path(directory)
     extra = dict(extra or {})

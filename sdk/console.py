@@ -56,7 +56,7 @@ def _format_field(value: object) -> str:
 
 
 def use_rich() -> bool:
-    """Whether stderr is a terminal and rich is installed."""
+    """Return whether stderr is a terminal and rich is installed."""
     if not sys.stderr.isatty():
         return False
     try:

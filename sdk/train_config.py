@@ -338,7 +338,9 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         if math.isfinite(value):
             return repr(value)
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        if math.isnan(value):
+            return "nan"
+        return "inf" if value > 0 else "-inf"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')

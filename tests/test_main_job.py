@@ -1,6 +1,6 @@
 """The main job end to end at toy size: record, train, export, evaluate checkpoint and bundle.
 
-The chain is built once per module; the bad-input tests then damage copies of its artifacts
+The chain is built once per module. The bad-input tests then damage copies of its artifacts
 and check that each CLI command fails with one line that names the file and the fix.
 """
 
