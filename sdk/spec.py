@@ -159,7 +159,19 @@ UR5E = RobotSpec(
     gripper_max_opening_m=0.085,
 )
 
-ROBOTS: dict[str, RobotSpec] = {UR5E.name: UR5E}
+# Franka Emika Panda: joint position and velocity limits from "Limits for Panda" in Franka's
+# "Robot and interface specifications" (https://frankaemika.github.io/docs/control_parameters.html).
+# The opening is that of robota's parallel gripper, which the twins mount on every arm.
+PANDA = RobotSpec(
+    name="panda",
+    joint_names=tuple(f"joint{i}" for i in range(1, 8)),
+    lower_rad=(-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973),
+    upper_rad=(2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973),
+    velocity_limit_rad_s=(2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61),
+    gripper_max_opening_m=0.085,
+)
+
+ROBOTS: dict[str, RobotSpec] = {UR5E.name: UR5E, PANDA.name: PANDA}
 
 
 def get_robot(name: str) -> RobotSpec:
