@@ -172,3 +172,43 @@ class Normalizer(nn.Module):
         """Map a normalised vector feature `(..., dim)` back to physical units."""
         offset, scale = self._buffers_of(key)
         return value * scale + offset
+
+
+class GripperChannel(nn.Module):
+    """The gripper element of the action, kept apart from the arm's normalisation.
+
+    A gripper command is open or closed, so the policy predicts it as a binary outcome: the
+    dataset's `min` (open) maps to 0 and its `max` (closed) to 1. Normalised with the arm's
+    mean and std, a two-valued channel is centred on a mean that no demonstration ever
+    commanded, and a regression onto it returns half-closed commands.
+
+    Args:
+        stats: Dataset statistics in LeRobot's `stats.json` form, with `min` and `max` of `action`.
+        index: Index of the gripper in the action.
+        action_dim: Elements per action.
+        eps: A range below this counts as a gripper that never moved (see `to_unit`).
+
+    Raises:
+        SpecError: The action statistics lack `min` or `max` or have the wrong shape.
+    """
+
+    def __init__(
+        self, stats: Mapping[str, Any], index: int, action_dim: int, *, eps: float = 1e-6
+    ) -> None:
+        super().__init__()
+        low = read_stat(stats, "action", "min", (action_dim,))[index]
+        high = read_stat(stats, "action", "max", (action_dim,))[index]
+        self.register_buffer("low", torch.tensor(float(low)))
+        self.register_buffer("high", torch.tensor(float(high)))
+        # A gripper that never moved gets a unit scale so `to_unit` stays finite; every command
+        # is then the one value seen.
+        scale = float(high - low) if high - low >= eps else 1.0
+        self.register_buffer("scale", torch.tensor(scale))
+
+    def to_unit(self, value: torch.Tensor) -> torch.Tensor:
+        """Map gripper commands in physical units to [0, 1], 0 open and 1 closed, clamped."""
+        return ((value.to(torch.float32) - self.low) / self.scale).clamp(0.0, 1.0)
+
+    def from_closed(self, closed: torch.Tensor) -> torch.Tensor:
+        """Map a bool tensor, true for closed, to the physical closed (`max`) or open (`min`) value."""
+        return torch.where(closed, self.high, self.low)
