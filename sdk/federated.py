@@ -23,12 +23,11 @@ import dataclasses
 import json
 import logging
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from robota.datasets.stats import pool_stats
 from robota.errors import RobotaError
 from robota.federated_strategy import COMPRESSIONS, AggregationConfig
 
@@ -173,51 +172,6 @@ class FederationConfig:
     def from_json(cls, text: str) -> FederationConfig:
         """Build the settings from `to_json`'s output."""
         return cls(**json.loads(text))
-
-
-def pool_stats(site_stats: Sequence[tuple[Mapping[str, Any], int]]) -> dict[str, Any]:
-    """Pool per-site dataset statistics, weighting each site by its sample count.
-
-    `mean` and `std` are pooled exactly: the pooled variance is the weighted mean of the site
-    variances plus the variance of the site means. `min` and `max` take the extremes, `count`
-    adds up, and other entries (quantiles) are weighted means.
-
-    NOTE: pooled quantiles are an approximation; a policy that normalises by quantiles sees
-    slightly different bounds than one trained on the union of the data.
-    """
-    weights = np.asarray([max(count, 1) for _, count in site_stats], dtype=np.float64)
-    weights = weights / weights.sum()
-    pooled: dict[str, Any] = {}
-    for key in site_stats[0][0]:
-        entries = [stats[key] for stats, _ in site_stats]
-        pooled[key] = _pool_feature(entries, weights)
-    return pooled
-
-
-def _pool_feature(entries: list[Mapping[str, Any]], weights: np.ndarray) -> dict[str, Any]:
-    def stacked(name: str) -> np.ndarray:
-        return np.stack([np.asarray(entry[name], dtype=np.float64) for entry in entries])
-
-    def weighted(values: np.ndarray) -> np.ndarray:
-        return np.tensordot(weights, values, axes=1)
-
-    pooled: dict[str, Any] = {}
-    for name in entries[0]:
-        values = stacked(name)
-        if name == "min":
-            pooled[name] = values.min(axis=0)
-        elif name == "max":
-            pooled[name] = values.max(axis=0)
-        elif name == "count":
-            pooled[name] = values.sum(axis=0)
-        elif name == "std" and "mean" in entries[0]:
-            means = stacked("mean")
-            mean = weighted(means)
-            variance = weighted(values**2) + weighted((means - mean) ** 2)
-            pooled[name] = np.sqrt(variance)
-        else:
-            pooled[name] = weighted(values)
-    return {name: value.tolist() for name, value in pooled.items()}
 
 
 def train_federated_local(
