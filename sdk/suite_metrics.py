@@ -52,8 +52,11 @@ class EpisodeMetrics(gymnasium.Wrapper):
         arm_root = _arm_root_body(model, unwrapped)
         self._is_robot = model.body_rootid[model.geom_bodyid] == arm_root
         self._is_cell = np.isin(model.geom_bodyid, [0, unwrapped.index.bin_body])
-        # The arm's base housing is a cell geom the shoulder sits on; that contact is no collision.
-        self._is_cell[model.geom("arm_base").id] = False
+        # The arm's base housing is a world geom the shoulder sits on; that contact is no collision.
+        arm_prefix = unwrapped.index.arm_joint_names[0].split("/")[0] + "/"
+        for geom in range(model.ngeom):
+            if model.geom(geom).name.startswith(arm_prefix):
+                self._is_cell[geom] = False
         self._force = np.zeros(6)
         self._start()
 
@@ -172,7 +175,7 @@ class EpisodeMetrics(gymnasium.Wrapper):
 
 
 def _arm_root_body(model: mujoco.MjModel, unwrapped: Any) -> int:
-    first_joint = unwrapped.feature_spec.robot.joint_names[0]
+    first_joint = unwrapped.index.arm_joint_names[0]
     return int(model.body_rootid[model.jnt_bodyid[model.joint(first_joint).id]])
 
 

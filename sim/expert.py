@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from robota.errors import UnknownNameError
-from robota.sim import cell
 from robota.sim.ik import SiteIK, top_down_rotation
 from robota.spec import OBS_PART_POSE, OBS_STATE
 
@@ -73,7 +72,8 @@ class PickPlaceExpert:
 
     def __init__(self, env: Any):
         unwrapped = env.unwrapped
-        self.ik = SiteIK(unwrapped.model, cell.TCP_SITE, cell.ARM_JOINTS)
+        self.ik = SiteIK(unwrapped.model, unwrapped.index.tcp_site_name, unwrapped.index.arm_joint_names)
+        self.num_joints = len(unwrapped.index.arm_joint_names)
         self.bin_center_m = np.asarray(unwrapped.bin_center_m, dtype=float)
         self.phase = Phase.APPROACH
 
@@ -82,9 +82,9 @@ class PickPlaceExpert:
         self.phase = Phase.APPROACH
 
     def __call__(self, observation: dict[str, Any]) -> np.ndarray:
-        """Return the action `(7,)` for one observation: joint targets (rad), gripper command."""
+        """Return the action `(joints + 1,)` for one observation: joint targets (rad), gripper command."""
         state = np.asarray(observation[OBS_STATE], dtype=float)
-        q, opening = state[:6], float(state[6])
+        q, opening = state[: self.num_joints], float(state[self.num_joints])
         part_pose = np.asarray(observation[OBS_PART_POSE], dtype=float)
         tcp_position, tcp_rotation = self.ik.forward(q)
         tcp_yaw = float(np.arctan2(tcp_rotation[1, 0], tcp_rotation[0, 0]))

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 from robota.errors import RobotaError, check_choice
 from robota.sim import sil_messages as msgs
-from robota.sim.pick_place import check_image_size
+from robota.sim.twin import check_image_size
 from robota.sim.registry import TASKS
 from robota.sim.sil_connection import Connection, OutboxFullError, Subscription
 from robota.sim.sil_twin import TwinDriver

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from robota.sim import cell
 from robota.sim import sil_messages as msgs
 from robota.sim.registry import make_env
 from robota.spec import GRIPPER_NAME, OBS_IMAGES, OBS_PART_POSE, OBS_STATE, OBS_VELOCITY, OBS_WRENCH
@@ -72,9 +71,7 @@ class TwinDriver:
         self.jpeg_quality = jpeg_quality
         self._data = unwrapped.data
         self._index = unwrapped.index
-        self._finger_dofs = np.array(
-            [unwrapped.model.joint(name).dofadr[0] for name in cell.FINGER_JOINTS]
-        )
+        self._finger_dofs = unwrapped.index.finger_dofs
 
         self._lock = threading.Lock()
         self._arm_command_rad = np.zeros(len(self.joint_names))

@@ -32,11 +32,10 @@ def action(joints, gripper=0.0) -> np.ndarray:
 
 def test_fk_matches_twin_tcp() -> None:
     mujoco = pytest.importorskip("mujoco")
-    from robota.sim.cell import CellIndex, load_cell_model
+    from robota.sim.twin import load_twin_model
 
-    model = load_cell_model()
+    model, index = load_twin_model()
     data = mujoco.MjData(model)
-    index = CellIndex(model)
     rng = np.random.default_rng(0)
     for q in rng.uniform(-3.0, 3.0, size=(8, 6)):
         data.qpos[index.arm_qpos] = q

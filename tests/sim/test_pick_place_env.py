@@ -12,13 +12,13 @@ from gymnasium.utils.env_checker import check_env
 
 import robota.sim
 from robota.errors import SpecError, UnknownNameError
-from robota.sim import cell
 from robota.sim.pick_place import (
     ALL_INSTRUCTIONS,
-    INSTRUCTION_CHARSET,
+    BIN_FLOOR_TOP_M,
     INSTRUCTIONS,
     PickPlaceEnv,
 )
+from robota.sim.twin import INSTRUCTION_CHARSET
 from robota.spec import (
     ACTION,
     OBS_STATE,
@@ -163,8 +163,8 @@ def test_reset_info_records_draws(physics_env):
 
 
 def test_unknown_language_rejected(physics_env):
-    with pytest.raises(UnknownNameError, match="Valid names: de, en"):
-        physics_env.reset(seed=0, options={"language": "fr"})
+    with pytest.raises(UnknownNameError, match="Valid names: de, en, es, fr, it, pl"):
+        physics_env.reset(seed=0, options={"language": "sv"})
 
 
 def test_unknown_reset_option_rejected(physics_env):
@@ -223,7 +223,7 @@ def test_wrist_sensor_weighs_gripper(physics_env):
         observation, *_ = physics_env.step(hold_action(observation))
     model = physics_env.unwrapped.model
     gripper_mass_kg = sum(
-        model.body_mass[model.body(name).id] for name in ("gripper", "finger_left", "finger_right")
+        model.body_mass[model.body(name).id] for name in ("gripper/gripper", "gripper/finger_left", "gripper/finger_right")
     )
     force_n = np.linalg.norm(observation[OBS_WRENCH][:3])
     assert force_n == pytest.approx(gripper_mass_kg * 9.81, rel=0.05)
@@ -233,7 +233,7 @@ def test_part_at_rest_in_bin_succeeds(physics_env):
     observation, _ = physics_env.reset(seed=0)
     env = physics_env.unwrapped
     adr = env.index.part_qpos
-    env.data.qpos[adr : adr + 3] = (*env.bin_center_m, cell.BIN_FLOOR_TOP_M + 0.021)
+    env.data.qpos[adr : adr + 3] = (*env.bin_center_m, BIN_FLOOR_TOP_M + 0.021)
     mujoco.mj_forward(env.model, env.data)
     terminated = False
     for _ in range(5):

@@ -8,7 +8,8 @@ import mujoco
 import numpy as np
 import pytest
 
-from robota.sim import cell
+from robota.sim import robots
+from robota.sim.twin import load_twin_model
 from robota.spec import UR5E
 
 # Universal Robots' published standard DH parameters of the UR5e (m, rad).
@@ -48,6 +49,8 @@ def site_pose_in_body(model, data, site: str, body: str) -> tuple[np.ndarray, np
     rotation = body_rotation.T @ data.site_xmat[site_id].reshape(3, 3)
     return position, rotation
 
+FLANGE = robots.ARM_PREFIX + "flange"
+
 
 def random_configurations(count: int) -> np.ndarray:
     return np.random.default_rng(2024).uniform(-np.pi, np.pi, (count, 6))
@@ -55,8 +58,8 @@ def random_configurations(count: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def ours():
-    model = cell.load_cell_model()
-    return model, mujoco.MjData(model)
+    model, index = load_twin_model()
+    return model, mujoco.MjData(model), index.arm_qpos
 
 
 @pytest.fixture(scope="module")
@@ -72,23 +75,23 @@ def menagerie(shared_data, tmp_path_factory):
 
 
 def test_flange_matches_dh_table(ours):
-    model, data = ours
+    model, data, arm_qpos = ours
     for q in random_configurations(100):
-        data.qpos[:6] = q
+        data.qpos[arm_qpos] = q
         mujoco.mj_kinematics(model, data)
         expected = dh_flange(q)
-        site = model.site(cell.FLANGE_SITE).id
+        site = model.site(FLANGE).id
         np.testing.assert_allclose(data.site_xpos[site], expected[:3, 3], atol=1e-9)
         np.testing.assert_allclose(data.site_xmat[site].reshape(3, 3), expected[:3, :3], atol=1e-9)
 
 
 def test_flange_matches_menagerie(ours, menagerie):
-    model, data = ours
+    model, data, arm_qpos = ours
     menagerie_model, menagerie_data = menagerie
     # Menagerie's joints are the first six qpos entries and share UR's zero pose and directions,
     # so one joint vector drives both arms.
     assert [menagerie_model.joint(i).name for i in range(6)] == [
-        f"{name}_joint" for name in cell.ARM_JOINTS
+        f"{name}_joint" for name in UR5E.joint_names
     ]
     # Menagerie places its `base` body with quat (0 0 0 -1), a turn of pi about z, and defines
     # every link relative to that body. Its world frame is UR's DH base frame, so positions in
@@ -97,11 +100,11 @@ def test_flange_matches_menagerie(ours, menagerie):
 
     errors_m = []
     for q in random_configurations(100):
-        data.qpos[:6] = q
+        data.qpos[arm_qpos] = q
         menagerie_data.qpos[:6] = q
         mujoco.mj_kinematics(model, data)
         mujoco.mj_kinematics(menagerie_model, menagerie_data)
-        position, rotation = site_pose_in_body(model, data, cell.FLANGE_SITE, "world")
+        position, rotation = site_pose_in_body(model, data, FLANGE, "world")
         menagerie_position, menagerie_rotation = site_pose_in_body(
             menagerie_model, menagerie_data, "attachment_site", "base"
         )
@@ -112,7 +115,7 @@ def test_flange_matches_menagerie(ours, menagerie):
 
 
 def test_joint_limits_match_spec(ours):
-    model, _ = ours
-    index = cell.CellIndex(model)
+    model, _, _ = ours
+    _, index = load_twin_model()
     np.testing.assert_allclose(index.arm_lower_rad, UR5E.lower_rad, atol=1e-4)
     np.testing.assert_allclose(index.arm_upper_rad, UR5E.upper_rad, atol=1e-4)

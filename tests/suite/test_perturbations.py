@@ -7,14 +7,14 @@ import pytest
 
 import robota.sim
 from robota.errors import RobotaError, UnknownNameError
-from robota.sim import cell
+from robota.sim.robots import UR5E_HOME_QPOS_RAD
 from robota.sim.expert import PickPlaceExpert
 from robota.sim.perturbations import apply_randomization_level, make_perturbation
 from robota.sim.rollout import run_episode
 from robota.spec import OBS_IMAGES, OBS_PART_POSE, OBS_STATE
 from robota.suite_metrics import EpisodeMetrics, encode_gif
 
-HOLD = np.r_[cell.HOME_QPOS_RAD, 0.0].astype(np.float32)
+HOLD = np.r_[UR5E_HOME_QPOS_RAD, 0.0].astype(np.float32)
 
 
 @pytest.fixture
