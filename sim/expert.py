@@ -11,6 +11,7 @@ returns the IK solution as absolute joint targets.
 from __future__ import annotations
 
 import enum
+import importlib
 import logging
 from typing import Any
 
@@ -173,16 +174,25 @@ def _wrap(angle_rad: float) -> float:
     return float((angle_rad + np.pi) % (2 * np.pi) - np.pi)
 
 
-# Task name -> scripted expert class; every task in `robota.sim.TASKS` has one.
-EXPERTS: dict[str, type[PickPlaceExpert]] = {"pick-place": PickPlaceExpert}
+# Task name -> "module:class" of its scripted expert; every task in `robota.sim.TASKS` has one.
+# Each expert module is imported when its expert is first made.
+EXPERTS: dict[str, str] = {
+    "pick-place": "robota.sim.expert:PickPlaceExpert",
+    "peg-in-hole": "robota.sim.peg_in_hole_expert:PegInHoleExpert",
+    "conveyor": "robota.sim.conveyor_expert:ConveyorExpert",
+    "machine-tending": "robota.sim.machine_tending_expert:MachineTendingExpert",
+}
 
 
-def make_expert(task: str, env: Any) -> PickPlaceExpert:
+def make_expert(task: str, env: Any) -> Any:
     """Create the scripted expert of a task for an environment made by `make_env(task)`.
+
+    The expert has `reset()` and `__call__(observation) -> action`, like every rollout policy.
 
     Raises:
         UnknownNameError: `task` has no scripted expert; the message suggests the nearest name.
     """
     if task not in EXPERTS:
         raise UnknownNameError("task", task, EXPERTS)
-    return EXPERTS[task](env)
+    module_name, class_name = EXPERTS[task].split(":")
+    return getattr(importlib.import_module(module_name), class_name)(env)

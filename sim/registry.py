@@ -12,10 +12,16 @@ from robota.errors import UnknownNameError
 # Task name -> gymnasium environment id.
 TASKS: dict[str, str] = {
     "pick-place": "robota/PickPlace-v0",
+    "peg-in-hole": "robota/PegInHole-v0",
+    "conveyor": "robota/ConveyorPick-v0",
+    "machine-tending": "robota/MachineTending-v0",
 }
 
 _ENTRY_POINTS: dict[str, str] = {
     "robota/PickPlace-v0": "robota.sim.pick_place:PickPlaceEnv",
+    "robota/PegInHole-v0": "robota.sim.peg_in_hole:PegInHoleEnv",
+    "robota/ConveyorPick-v0": "robota.sim.conveyor:ConveyorPickEnv",
+    "robota/MachineTending-v0": "robota.sim.machine_tending:MachineTendingEnv",
 }
 
 
@@ -32,8 +38,9 @@ def make_env(task: str, **kwargs: Any) -> gymnasium.Env:
 
     Args:
         task: Task name, a key of `TASKS`, for example `pick-place`.
-        **kwargs: Constructor arguments of the environment, for example `image_size=(96, 96)`,
-            `render_images=False` or `max_episode_steps=80`.
+        **kwargs: Constructor arguments of the environment, for example `robot="panda"`,
+            `image_size=(96, 96)`, `render_images=False`, `max_episode_steps=80` or
+            `domain_randomization=True`.
 
     Raises:
         UnknownNameError: `task` is not registered; the message suggests the nearest name.
