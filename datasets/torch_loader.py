@@ -15,22 +15,25 @@ constructing a ChunkDataset again does not read the whole dataset.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset, Sampler
 
 from robota.datasets.reader import DatasetReader, open_dataset
 from robota.datasets.layout import column_to_numpy
+from robota.datasets.stats import pool_stats
 from robota.datasets.summary import cached_fingerprint
-from robota.errors import DatasetError
-from robota.spec import ACTION, TASK_TOKENS, encode_instruction
+from robota.errors import DatasetError, SpecError
+from robota.spec import ACTION, TASK_TOKENS, Spec, encode_instruction
 
 logger = logging.getLogger(__name__)
 
@@ -241,3 +244,189 @@ def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def spec_difference(first: Spec, second: Spec) -> str | None:
+    """Return the first entry in which two feature specs differ, or None if they are equal.
+
+    The entry is `robot`, `fps`, or a feature key (one that only one spec has, or whose dtype,
+    shape, names, unit or frame differ). Feature descriptions are not compared.
+    """
+    if first.robot != second.robot:
+        return "robot"
+    if first.fps != second.fps:
+        return "fps"
+    for key in (*first.features, *second.features):
+        if key not in first.features or key not in second.features:
+            return key
+        a, b = first.features[key], second.features[key]
+        if (a.dtype, a.shape, a.names, a.unit, a.frame) != (b.dtype, b.shape, b.names, b.unit, b.frame):
+            return key
+    return None
+
+
+class MixtureSampler(Sampler[int]):
+    """Indices into a concatenation of datasets that draw dataset d with probability `weights[d]`.
+
+    Each draw picks a dataset by its weight, then the dataset's next sample in a random order, so
+    a dataset repeats a sample only after it has handed out all of them. Epoch e on rank r draws
+    from numpy's generator seeded with `(seed, e, r)`, so a resumed epoch repeats its draws
+    exactly and the ranks draw independently of each other.
+
+    Args:
+        sizes: Samples of each dataset, in concatenation order.
+        weights: Sampling weight of each dataset; normalised to probabilities here.
+        seed: Seed of the draws.
+        num_samples: Draws per epoch on this rank.
+        rank: This process's rank.
+
+    Raises:
+        DatasetError: A dataset is empty, a weight is not positive, or the lengths differ.
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        weights: Sequence[float],
+        *,
+        seed: int,
+        num_samples: int,
+        rank: int = 0,
+    ):
+        if len(sizes) != len(weights) or not sizes:
+            raise DatasetError(f"need one weight per dataset, got {len(weights)} for {len(sizes)} datasets")
+        if min(sizes) < 1:
+            raise DatasetError(f"every dataset of a mixture needs samples, got sizes {list(sizes)}")
+        probabilities = np.asarray(weights, dtype=np.float64)
+        if not (np.all(np.isfinite(probabilities)) and np.all(probabilities > 0)):
+            raise DatasetError(f"mixture weights must be positive and finite, got {list(weights)}")
+        self.sizes = np.asarray(sizes, dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
+        self.probabilities = probabilities / probabilities.sum()
+        self.seed, self.num_samples, self.rank = int(seed), int(num_samples), int(rank)
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Select the draws of `epoch` and skip the first `skip` of them."""
+        self.epoch, self.skip = int(epoch), int(skip)
+
+    def draw(self) -> np.ndarray:
+        """Return all indices of the current epoch, skipped ones included, as int64 `(num_samples,)`."""
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank])
+        choices = rng.choice(len(self.sizes), size=self.num_samples, p=self.probabilities)
+        indices = np.empty(self.num_samples, dtype=np.int64)
+        for dataset, size in enumerate(self.sizes):
+            positions = np.flatnonzero(choices == dataset)
+            if positions.size == 0:
+                continue
+            cycles = -(-positions.size // size)  # ceil: whole permutations needed
+            order = np.concatenate([rng.permutation(size) for _ in range(cycles)])[: positions.size]
+            indices[positions] = self.offsets[dataset] + order
+        return indices
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.draw()[self.skip :].tolist())
+
+    def __len__(self) -> int:
+        return max(0, self.num_samples - self.skip)
+
+
+class ChunkMixture(ConcatDataset):
+    """Several chunk datasets of one feature spec, concatenated and sampled by weight.
+
+    Items are those of the parts, in concatenation order; `sampler` draws from them by weight.
+
+    Attributes:
+        spec: The shared feature spec.
+        stats: Statistics of the union of the parts, pooled with `robota.datasets.stats.pool_stats`
+            and weighted by each part's frame count, not by the sampling weights.
+        weights: Normalised sampling probability of each part.
+        names: A name per part for messages and provenance, such as its folder.
+        fingerprint: sha256 over the parts' fingerprints and weights, so another mix of the same
+            data has another fingerprint.
+
+    Args:
+        parts: Datasets with `spec` and `stats` attributes, such as `ChunkDataset`s.
+        weights: Sampling weight of each part, normalised here; None weighs each part by its
+            number of samples, which samples the concatenation uniformly.
+        names: A name per part; the parts' `root` attributes when None.
+
+    Raises:
+        SpecError: Two parts have different feature specs; the message names both parts, their
+            robots and the first differing entry.
+        DatasetError: A part is empty, or a weight is not positive.
+    """
+
+    def __init__(
+        self,
+        parts: Sequence[Dataset],
+        weights: Sequence[float] | None = None,
+        *,
+        names: Sequence[str] | None = None,
+    ):
+        super().__init__(parts)
+        self.names = [str(n) for n in names] if names is not None else [str(getattr(p, "root", i)) for i, p in enumerate(parts)]
+        sizes = [len(part) for part in parts]
+        for name, size in zip(self.names, sizes, strict=True):
+            if size == 0:
+                raise DatasetError(f"dataset {name} has no samples; record or convert episodes first")
+        self.spec = self._shared_spec(parts)
+        raw = np.asarray(sizes if weights is None else weights, dtype=np.float64)
+        if len(raw) != len(parts) or not (np.all(np.isfinite(raw)) and np.all(raw > 0)):
+            raise DatasetError(
+                f"mixture weights must be one positive number per dataset ({len(parts)}), got {list(raw)}"
+            )
+        self.weights = (raw / raw.sum()).tolist()
+        self.stats = pool_stats([(part.stats, _frame_count(part)) for part in parts])
+        self.fingerprint = _mixture_fingerprint(parts, self.weights)
+
+    def _shared_spec(self, parts: Sequence[Dataset]) -> Spec | None:
+        first = parts[0].spec
+        for name, part in zip(self.names[1:], parts[1:], strict=True):
+            spec = part.spec
+            if first is None or spec is None:
+                if first is not spec:
+                    raise SpecError(
+                        f"{self.names[0]} and {name} cannot be mixed: only one of them records a "
+                        "feature spec; convert both with robota"
+                    )
+                continue
+            difference = spec_difference(first, spec)
+            if difference is not None:
+                raise SpecError(
+                    f"{self.names[0]} (robot {first.robot.name}) and {name} (robot "
+                    f"{spec.robot.name}) cannot be mixed: their feature specs differ in "
+                    f"{difference!r}; mix only datasets of one robot with the same cameras"
+                )
+        return first
+
+    def sampler(self, *, seed: int, num_samples: int, rank: int = 0) -> MixtureSampler:
+        """Return a sampler over this concatenation that draws the parts by `weights`."""
+        sizes = [len(part) for part in self.datasets]
+        return MixtureSampler(sizes, self.weights, seed=seed, num_samples=num_samples, rank=rank)
+
+    def provenance(self) -> list[dict[str, Any]]:
+        """Return path, weight, fingerprint, robot and samples of each part, for checkpoints."""
+        return [
+            {
+                "path": name,
+                "weight": weight,
+                "fingerprint": getattr(part, "fingerprint", None),
+                "robot": part.spec.robot.name if part.spec is not None else None,
+                "samples": len(part),
+            }
+            for name, weight, part in zip(self.names, self.weights, self.datasets, strict=True)
+        ]
+
+
+def _frame_count(part: Dataset) -> int:
+    """Return the frames a part's statistics were computed over, or its sample count."""
+    count = part.stats.get(ACTION, {}).get("count")
+    if count is None:
+        return len(part)
+    return int(np.asarray(count).reshape(-1)[0])
+
+
+def _mixture_fingerprint(parts: Sequence[Dataset], weights: Sequence[float]) -> str:
+    members = [[getattr(part, "fingerprint", None), round(weight, 12)] for part, weight in zip(parts, weights, strict=True)]
+    return hashlib.sha256(json.dumps(members).encode()).hexdigest()

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from robota.errors import CheckpointError, RobotaError, SpecError
+from robota.errors import CheckpointError, RobotaError
 from robota.train_config import TrainConfig, config_to_toml, load_config
 
 if TYPE_CHECKING:
@@ -47,7 +47,18 @@ DatasetFactory = Callable[[TrainConfig], "Dataset"]
 
 # Settings a resumed run must share with the run that wrote the checkpoint, because the saved
 # weights, optimiser state or data position would not fit otherwise.
-_RESUME_FIXED = ("policy", "policy_overrides", "chunk_size", "batch_size", "grad_accum_steps", "seed")
+_RESUME_FIXED = (
+    "policy",
+    "policy_overrides",
+    "chunk_size",
+    "batch_size",
+    "grad_accum_steps",
+    "seed",
+    "init_from",
+    "finetune_mode",
+    "lora_rank",
+    "freeze_encoders",
+)
 
 
 def train(
@@ -102,7 +113,8 @@ class _Run:
     def __init__(self, config: TrainConfig, context: DistributedContext, factory: DatasetFactory | None):
         import torch
 
-        from robota.train_loop import BatchStream, Precision, build_datasets, make_average, make_schedule
+        from robota.train_data import build_datasets, build_policy
+        from robota.train_loop import BatchStream, Precision, make_average, make_schedule
         from robota.train_state import check_run_folder
 
         check_run_folder(config.output, resume=config.resume)
@@ -110,7 +122,7 @@ class _Run:
 
         _seed_everything(config.seed)
         self.train_set, self.val_set = build_datasets(config, factory)
-        self.policy = _build_policy(config, self.train_set).to(context.device)
+        self.policy = build_policy(config, self.train_set).to(context.device)
         if context.distributed:  # Same initial weights everywhere, different dropout masks.
             torch.manual_seed(config.seed + context.rank)
 
@@ -118,7 +130,9 @@ class _Run:
         self.effective_batch = config.batch_size * config.grad_accum_steps * context.world_size
         self.peak_lr = self.config.lr * _lr_scale(self.config, self.effective_batch)
         self.optimizer = torch.optim.AdamW(
-            self.policy.parameters(), lr=self.peak_lr, weight_decay=self.config.weight_decay
+            [p for p in self.policy.parameters() if p.requires_grad],
+            lr=self.peak_lr,
+            weight_decay=self.config.weight_decay,
         )
         self.schedule = make_schedule(self.optimizer, self.config)
         self.average = make_average(self.policy, self.config.ema_decay)
@@ -154,10 +168,15 @@ class _Run:
         if not self.context.is_main:
             return
         config = self.config
+        from robota.policies.lora import count_parameters
+
+        trainable, total = count_parameters(self.policy)
         logger.info(
-            "training %s (%d parameters) for %d steps on %s with %d process(es), %s precision",
+            "training %s (%d parameters, %d trainable) for %d steps on %s with %d process(es), "
+            "%s precision",
             config.policy,
-            sum(p.numel() for p in self.policy.parameters()),
+            total,
+            trainable,
             config.steps,
             self.context.device,
             self.context.world_size,
@@ -334,6 +353,12 @@ class _Run:
         """Return the weights to evaluate and ship: the moving average if one is kept."""
         return self.average.module if self.average is not None else self.policy
 
+    def _saved_policy(self) -> torch.nn.Module:
+        """Return the deployed weights with any LoRA adapters merged, as checkpoints hold them."""
+        from robota.policies.lora import merged_copy
+
+        return merged_copy(self._deploy_policy())
+
     def _save_state(self, step: int) -> None:
         """Compute the validation loss and write a training-state checkpoint (rank 0 writes)."""
         from robota.train_dist import gather_to_main
@@ -355,7 +380,7 @@ class _Run:
         save_training_checkpoint(
             self.config.output,
             step,
-            policy=self._deploy_policy(),
+            policy=self._saved_policy(),
             state=self._state_dict(step, rng),
             extra=self._checkpoint_extra(step),
             config_toml=config_to_toml(self.config),
@@ -383,8 +408,10 @@ class _Run:
         }
 
     def _checkpoint_extra(self, step: int) -> dict[str, Any]:
-        return {
-            "dataset_fingerprint": _dataset_fingerprint(self.train_set, self.config.dataset),
+        from robota.train_data import data_provenance
+
+        extra = {
+            **data_provenance(self.train_set, self.config),
             "train_config": self.config.to_dict(),
             "train_run": {
                 "step": step,
@@ -395,6 +422,11 @@ class _Run:
                 "ema": self.average is not None,
             },
         }
+        if self.config.init_from is not None:
+            from robota.finetune import finetune_provenance
+
+            extra["finetune"] = finetune_provenance(self.config, self.policy)
+        return extra
 
     def _evaluate_in_twin(self, step: int) -> None:
         """Roll the current weights out in the twin and record the success rate (rank 0)."""
@@ -406,7 +438,7 @@ class _Run:
 
         rng = capture_rng()  # The rollouts must not change the training's random streams.
         with tempfile.TemporaryDirectory(prefix="robota-eval-") as folder:
-            checkpoint = save_checkpoint(Path(folder) / "checkpoint", self._deploy_policy())
+            checkpoint = save_checkpoint(Path(folder) / "checkpoint", self._saved_policy())
             report = evaluate(
                 EvalConfig(policy=checkpoint, task=self.config.eval_task, episodes=self.config.eval_episodes)
             )
@@ -422,7 +454,7 @@ class _Run:
 
         if self.context.is_main:
             extra = self._checkpoint_extra(self.config.steps)
-            save_final_checkpoint(self.config.output, self._deploy_policy(), extra)
+            save_final_checkpoint(self.config.output, self._saved_policy(), extra)
         barrier(self.context)
         return self.config.output
 
@@ -446,24 +478,6 @@ def _lr_scale(config: TrainConfig, effective_batch: int) -> float:
     return lr_scale(config.lr_scaling, effective_batch, config.batch_size)
 
 
-def _build_policy(config: TrainConfig, dataset: Dataset) -> torch.nn.Module:
-    from robota.policies.registry import make_policy
-
-    for attribute in ("spec", "stats"):
-        if getattr(dataset, attribute, None) is None:
-            raise SpecError(
-                f"training dataset {type(dataset).__name__} at {config.dataset} has no "
-                f"{attribute}; train on a dataset written by robota, which records both"
-            )
-    return make_policy(
-        config.policy,
-        dataset.spec,
-        dataset.stats,
-        chunk_size=config.chunk_size,
-        **config.policy_overrides,
-    )
-
-
 def _resolve(config: TrainConfig, policy: torch.nn.Module) -> TrainConfig:
     """Fill the settings left to the policy, so the saved config states every value used."""
     return dataclasses.replace(
@@ -473,28 +487,3 @@ def _resolve(config: TrainConfig, policy: torch.nn.Module) -> TrainConfig:
         if config.weight_decay is not None
         else policy.config.optimizer_weight_decay,
     )
-
-
-def _dataset_fingerprint(dataset: Any, root: Path) -> str | None:
-    """Return the dataset's content hash, or None with a warning where none can be computed.
-
-    A `fingerprint` string attribute of the dataset wins (`ChunkDataset` has one); otherwise the
-    dataset folder is hashed with `robota.datasets.fingerprint`.
-    """
-    own = getattr(dataset, "fingerprint", None)
-    if isinstance(own, str):
-        return own
-    try:
-        from robota.datasets import fingerprint
-    except ImportError:
-        logger.warning(
-            "robota.datasets.fingerprint is not available, so the checkpoint records no "
-            "dataset fingerprint"
-        )
-        return None
-    if not root.is_dir():
-        logger.warning(
-            "dataset folder %s not found, so the checkpoint records no dataset fingerprint", root
-        )
-        return None
-    return fingerprint(root)

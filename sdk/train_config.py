@@ -35,6 +35,72 @@ else:  # Python 3.10 has no tomllib; tomli is the same parser.
 
 MIXED_PRECISION_MODES = ("auto", "no", "bf16", "fp16")
 LR_SCALING_RULES = ("linear", "sqrt", "none")
+DATASET_WEIGHTINGS = ("frames", "equal")
+FINETUNE_MODES = ("lora", "full")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSource:
+    """One dataset of a training run and its sampling weight.
+
+    Attributes:
+        path: Dataset folder.
+        weight: Relative sampling weight, or None where the entry gave none.
+    """
+
+    path: Path
+    weight: float | None = None
+
+    def to_entry(self) -> str:
+        """Return the `PATH` or `PATH:WEIGHT` form that `parse_dataset_entry` reads."""
+        return str(self.path) if self.weight is None else f"{self.path}:{self.weight!r}"
+
+
+def parse_dataset_entry(entry: str | Path | Mapping[str, Any]) -> DatasetSource:
+    """Read a dataset entry: a path, `PATH:WEIGHT`, or a table with `path` and `weight`.
+
+    The text after the last colon is the weight, unless the whole entry names an existing
+    folder (a folder name may contain a colon) or the text contains a path separator.
+
+    Raises:
+        SpecError: The weight is not a number, is not positive and finite, or the path is empty.
+    """
+    if isinstance(entry, Path):
+        return DatasetSource(entry)
+    if isinstance(entry, Mapping):
+        unknown = sorted(set(entry) - {"path", "weight"})
+        if unknown or "path" not in entry:
+            raise SpecError(
+                f"dataset entry {dict(entry)!r} is invalid; a table needs 'path' and may have "
+                f"'weight', got keys {sorted(entry)}"
+            )
+        weight = entry.get("weight")
+        return DatasetSource(Path(entry["path"]), None if weight is None else _check_weight(entry, weight))
+    if not isinstance(entry, str):
+        raise SpecError(f"dataset entry {entry!r} must be a path string, got {type(entry).__name__}")
+    path, separator, suffix = entry.rpartition(":")
+    if not separator or Path(entry).exists() or "/" in suffix or "\\" in suffix:
+        return DatasetSource(Path(entry))
+    if not path:
+        raise SpecError(f"dataset entry {entry!r} has no path before the ':'; write PATH:WEIGHT")
+    try:
+        weight = float(suffix)
+    except ValueError:
+        raise SpecError(
+            f"dataset entry {entry!r} is malformed: {suffix!r} after the last ':' is not a "
+            "number; write PATH or PATH:WEIGHT with a positive weight, for example runs/a:0.3"
+        ) from None
+    return DatasetSource(Path(path), _check_weight(entry, weight))
+
+
+def _check_weight(entry: Any, weight: Any) -> float:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise SpecError(f"dataset entry {entry!r} has weight {weight!r}; use a positive number")
+    if not (math.isfinite(weight) and weight > 0):
+        raise SpecError(
+            f"dataset entry {entry!r} has weight {weight}; weights must be positive and finite"
+        )
+    return float(weight)
 
 
 @dataclasses.dataclass
@@ -42,7 +108,9 @@ class TrainConfig:
     """Settings of one training run.
 
     Attributes:
-        dataset: Dataset folder (LeRobot v3.0 layout).
+        dataset: Dataset folder (LeRobot v3.0 layout), or several as a list of `PATH` or
+            `PATH:WEIGHT` entries to train on their mix (see `dataset_sources`). All datasets of
+            a mix must share one feature spec, and their statistics are pooled.
         output: Run folder to write: the final checkpoint at its top level, training-state
             checkpoints under `checkpoints/`, `metrics.csv`, TensorBoard events under
             `tensorboard/` and the resolved config as `train_config.toml`.
@@ -85,9 +153,21 @@ class TrainConfig:
         num_threads: Torch intra-op threads per process; 0 keeps torch's default (one per
             core). On a CPU shared with other processes, one thread is much faster than two
             (see benchmarks/train_throughput.py).
+        dataset_weighting: Sampling weight of mixed datasets whose entries give none: `frames`
+            (proportional to their samples, as if the datasets were one) or `equal`. Where some
+            entries give a weight, the others weigh 1.
+        init_from: Checkpoint to fine-tune; None trains from scratch. The policy type, its
+            config and `chunk_size` must then equal the checkpoint's (`robota.finetune.
+            finetune_config` fills them in), and the checkpoint's normalisation statistics are kept.
+        finetune_mode: With `init_from`: `lora` (low-rank adapters on the transformer layers'
+            attention and MLP linears, every pretrained weight frozen except the image
+            encoders') or `full` (every weight trains).
+        lora_rank: Rank of each LoRA adapter.
+        lora_alpha: LoRA scaling numerator; an adapter adds `lora_alpha / lora_rank * B @ A`.
+        freeze_encoders: With `init_from`, keep the image encoders' weights fixed.
     """
 
-    dataset: Path
+    dataset: Path | list[str]
     output: Path
     policy: str = "act"
     steps: int = 3000
@@ -117,10 +197,18 @@ class TrainConfig:
     resume: bool = False
     dist_timeout_s: float = 1800.0
     num_threads: int = 0
+    dataset_weighting: str = "frames"
+    init_from: Path | None = None
+    finetune_mode: str = "lora"
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    freeze_encoders: bool = False
 
     def __post_init__(self) -> None:
-        self.dataset = Path(self.dataset)
+        self.dataset = _normalise_datasets(self.dataset)
         self.output = Path(self.output)
+        if self.init_from is not None:
+            self.init_from = Path(self.init_from)
         self.policy_overrides = dict(self.policy_overrides)
         _check_types(self)
         for field in ("steps", "batch_size", "log_every", "chunk_size", "grad_accum_steps"):
@@ -136,9 +224,12 @@ class TrainConfig:
             _check_int(self, field, minimum=0)
         _check_int(self, "keep_last", minimum=1)
         _check_int(self, "eval_episodes", minimum=1)
+        _check_int(self, "lora_rank", minimum=1)
         self._check_floats()
         check_choice("mixed_precision mode", self.mixed_precision, MIXED_PRECISION_MODES)
         check_choice("learning-rate scaling rule", self.lr_scaling, LR_SCALING_RULES)
+        check_choice("dataset weighting", self.dataset_weighting, DATASET_WEIGHTINGS)
+        check_choice("fine-tuning mode", self.finetune_mode, FINETUNE_MODES)
         if "chunk_size" in self.policy_overrides:
             raise SpecError(
                 "set the chunk size with TrainConfig.chunk_size, not "
@@ -148,6 +239,17 @@ class TrainConfig:
 
         make_config(self.policy, chunk_size=self.chunk_size, **self.policy_overrides)
         _check_device(self.device, self.mixed_precision)
+        if self.init_from is not None:
+            from robota.finetune import check_policy_matches_checkpoint
+
+            check_policy_matches_checkpoint(self)
+
+    @property
+    def dataset_sources(self) -> list[DatasetSource]:
+        """The datasets of the run with their weights as written (None where unset)."""
+        if isinstance(self.dataset, Path):
+            return [DatasetSource(self.dataset)]
+        return [parse_dataset_entry(entry) for entry in self.dataset]
 
     def _check_floats(self) -> None:
         if self.lr is not None and not self.lr > 0:
@@ -168,6 +270,8 @@ class TrainConfig:
             )
         if not 0.0 <= self.val_fraction < 1.0:
             raise SpecError(f"train config val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not (math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
+            raise SpecError(f"train config lora_alpha must be positive, got {self.lora_alpha}")
         if not (math.isfinite(self.dist_timeout_s) and self.dist_timeout_s > 0):
             raise SpecError(
                 f"train config dist_timeout_s must be a positive number of seconds, "
@@ -177,9 +281,33 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Return the config as JSON-ready values."""
         data = dataclasses.asdict(self)
-        data["dataset"] = str(self.dataset)
+        data["dataset"] = str(self.dataset) if isinstance(self.dataset, Path) else list(self.dataset)
         data["output"] = str(self.output)
+        data["init_from"] = None if self.init_from is None else str(self.init_from)
         return data
+
+
+def _normalise_datasets(value: Any) -> Path | list[str]:
+    """Return one dataset as a Path, or several as `PATH` / `PATH:WEIGHT` strings.
+
+    Raises:
+        SpecError: An entry is malformed, a dataset is listed twice, or the list is empty.
+    """
+    entries = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not entries:
+        raise SpecError("train config dataset is an empty list; name at least one dataset folder")
+    sources = [parse_dataset_entry(entry) for entry in entries]
+    seen: set[Path] = set()
+    for source in sources:
+        if source.path in seen:
+            raise SpecError(
+                f"train config dataset lists {source.path} twice; list each dataset once and "
+                "give it a larger weight instead"
+            )
+        seen.add(source.path)
+    if len(sources) == 1:  # A weight has no effect on a single dataset.
+        return sources[0].path
+    return [source.to_entry() for source in sources]
 
 
 def _check_int(config: TrainConfig, field: str, *, minimum: int) -> None:

@@ -1,8 +1,10 @@
 """The pieces of the training loop: resumable data order, mixed precision, schedule, average.
 
 Data order: each epoch is a permutation drawn by `DistributedSampler` from `seed + epoch`
-(`set_epoch`), split across processes. A `BatchStream` counts the batches it handed out in the
-epoch, so a resumed run skips exactly those and gets the same batches as an uninterrupted one.
+(`set_epoch`), split across processes. A mix of datasets (`ChunkMixture`) instead draws each
+sample's dataset by weight, from a generator seeded by seed, epoch and rank (`MixtureSampler`).
+A `BatchStream` counts the batches it handed out in the epoch, so a resumed run skips exactly
+those and gets the same batches as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ import contextlib
 import itertools
 import math
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
-from robota.errors import RobotaError, SpecError
+from robota.datasets.torch_loader import ChunkMixture, MixtureSampler
+from robota.errors import RobotaError
 from robota.train_dist import DistributedContext
 
 
@@ -75,7 +78,7 @@ class BatchStream:
                 f"{context.world_size} processes; use fewer processes or more episodes"
             )
         self.batch_size = config.batch_size
-        self.sampler = ResumableSampler(dataset, context, config.seed, drop_last=True)
+        self.sampler = _make_sampler(dataset, context, config.seed, per_rank)
         self.generator = torch.Generator()
         self.seed = config.seed
         self.loader = DataLoader(
@@ -114,6 +117,15 @@ class BatchStream:
             self._iterator = None
             self.epoch, self.batches_done = self.epoch + 1, 0
         raise RobotaError("the training data loader yielded no batch in a whole epoch")
+
+
+def _make_sampler(
+    dataset: Dataset, context: DistributedContext, seed: int, per_rank: int
+) -> ResumableSampler | MixtureSampler:
+    """Draw a mixture's datasets by weight, and shuffle any other dataset once per epoch."""
+    if isinstance(dataset, ChunkMixture):
+        return dataset.sampler(seed=seed, num_samples=per_rank, rank=context.rank)
+    return ResumableSampler(dataset, context, seed, drop_last=True)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -206,37 +218,3 @@ def make_average(policy: torch.nn.Module, decay: float | None) -> torch.optim.sw
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     return AveragedModel(policy, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-
-
-def build_datasets(config: Any, factory: Callable[[Any], Dataset] | None) -> tuple[Dataset, Dataset | None]:
-    """Build the training samples and, with `val_fraction`, the held-out validation samples."""
-    if factory is not None:
-        return split_tail(factory(config), config.val_fraction)
-    from robota.datasets import open_dataset
-    from robota.datasets.torch_loader import ChunkDataset
-
-    if config.val_fraction == 0:
-        return ChunkDataset(config.dataset, chunk_size=config.chunk_size), None
-    episodes = open_dataset(config.dataset).num_episodes
-    held_out = max(1, round(episodes * config.val_fraction))
-    if held_out >= episodes:
-        raise SpecError(
-            f"val_fraction {config.val_fraction} holds out all {episodes} episodes of "
-            f"{config.dataset}; lower it or record more episodes"
-        )
-    train_set = ChunkDataset(config.dataset, chunk_size=config.chunk_size, episodes=range(episodes - held_out))
-    val_set = ChunkDataset(
-        config.dataset, chunk_size=config.chunk_size, episodes=range(episodes - held_out, episodes)
-    )
-    return train_set, val_set
-
-
-def split_tail(dataset: Dataset, fraction: float) -> tuple[Dataset, Dataset | None]:
-    """Hold out the last `fraction` of a factory's samples, keeping its attributes on the rest."""
-    if fraction == 0:
-        return dataset, None
-    held_out = max(1, round(len(dataset) * fraction))
-    train_set = Subset(dataset, range(len(dataset) - held_out))
-    for attribute in ("spec", "stats", "fingerprint"):
-        setattr(train_set, attribute, getattr(dataset, attribute, None))
-    return train_set, Subset(dataset, range(len(dataset) - held_out, len(dataset)))
