@@ -1,5 +1,8 @@
 """ChunkDataset: the torch training view of a dataset, with a cache of decoded frames.
 
+`ChunkMixture` joins several ChunkDatasets of one feature spec, pools their statistics and
+draws each sample's dataset by weight through a `MixtureSampler`.
+
 This is the only module of `robota.datasets` that imports torch. Camera frames are decoded once
 per dataset into uint8 `.npy` files, one per episode and camera, and read back memory-mapped, so
 training never decodes video per sample. The cache lives outside the dataset folder (which may

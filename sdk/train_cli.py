@@ -88,7 +88,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     )
     p.__class__ = _IntermixedParser  # add_parser takes no per-subcommand parser class.
     p.add_argument("--policy", help="policy type (default: act)")
-    _add_common_arguments(p)
+    _add_common_arguments(p, "steps=500 policy.dim_model=64")
     p.set_defaults(handler=_cmd_train)
 
 
@@ -106,12 +106,12 @@ def _add_finetune(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--lora-rank", type=int, help="rank of each LoRA adapter (default: 8)")
     p.add_argument("--lora-alpha", type=float, help="LoRA scaling numerator; updates are scaled by alpha / rank (default: 16)")
     p.add_argument("--freeze-encoders", action="store_true", help="keep the image encoders' weights fixed")
-    _add_common_arguments(p)
+    _add_common_arguments(p, "steps=500 warmup_steps=20")
     p.set_defaults(handler=_cmd_finetune)
 
 
-def _add_common_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. steps=500 policy.dim_model=64")
+def _add_common_arguments(p: argparse.ArgumentParser, example: str) -> None:
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"config overrides, e.g. {example}")
     p.add_argument("--config", type=Path, help="TOML config file")
     p.add_argument(
         "--dataset",
