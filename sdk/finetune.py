@@ -20,9 +20,9 @@ the checkpoint's, and prepares the mode:
 - `freeze_encoders` with either mode keeps the image encoders fixed, so with `lora` only the
   adapters train.
 
-The checkpoint's normalisation statistics are kept rather than recomputed from the new data: the
+The checkpoint's normalisation statistics are kept rather than recomputed from the new data. The
 pretrained weights were fitted to inputs normalised by them, so new statistics would shift every
-input of the frozen layers, and a small fine-tuning dataset gives noisy statistics. A warning
+input of the frozen layers. A small fine-tuning dataset would also give noisy statistics. A warning
 names any feature whose mean in the new data lies far outside the checkpoint's distribution.
 
 Saved checkpoints hold the adapters merged into plain weights (`robota.policies.lora.merge_lora`),
@@ -78,8 +78,8 @@ def finetune_config(
                 f"fine-tuning keeps the checkpoint's {key} ({value!r}), got {changes[key]!r}; "
                 f"leave {key} unset"
             )
-    given = dict(changes.pop("policy_overrides", None) or {})
-    changes.update(policy=policy, chunk_size=chunk_size, policy_overrides={**overrides, **given})
+    requested = dict(changes.pop("policy_overrides", None) or {})
+    changes.update(policy=policy, chunk_size=chunk_size, policy_overrides={**overrides, **requested})
     return TrainConfig(dataset=dataset, output=output, init_from=Path(checkpoint), **changes)
 
 
@@ -139,7 +139,7 @@ def build_finetune_policy(config: TrainConfig, dataset: Any) -> nn.Module:
 
     Returns:
         The policy with the checkpoint's weights and statistics, its parameters frozen or
-        adapted as `finetune_mode` and `freeze_encoders` say.
+        adapted as `finetune_mode` and `freeze_encoders` request.
 
     Raises:
         SpecError: The dataset's feature spec differs from the checkpoint's (the message names

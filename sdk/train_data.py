@@ -1,8 +1,8 @@
 """The data and the initial policy of a training run: one dataset or a weighted mix.
 
 With several datasets (`TrainConfig.dataset` a list), `build_datasets` opens each as a
-`ChunkDataset` and joins them in a `ChunkMixture`: its batches draw dataset d with probability
-`w_d`, the normalisation statistics are pooled over the union of the data, and the feature specs
+`ChunkDataset` and joins them in a `ChunkMixture`. Its batches draw dataset d with probability
+`w_d`, and its normalisation statistics are pooled over the union of the data. The feature specs
 must be equal. With `val_fraction`, each dataset's last episodes are held out, and the
 validation loss averages over all held-out samples without weighting.
 """
