@@ -32,13 +32,15 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
     config = RecordConfig(
         output=args.output,
-        task=args.task,
+        task=args.task or ["pick-place"],
         episodes=args.episodes,
         seed=args.seed,
         image_size=args.image_size,
         keep_failures=args.keep_failures,
+        robot=args.robot,
+        domain_randomization=args.domain_randomization,
     )
-    with console.progress("record", config.episodes) as bar:
+    with console.progress("record", config.episodes * len(config.tasks)) as bar:
         result = record(config, progress=bar)
     low, high = result.expert_interval
     print(
@@ -67,6 +69,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         output=args.output,
         workers=args.workers,
         variant=args.variant,
+        domain_randomization=args.domain_randomization,
     )
     with console.progress("eval", config.episodes) as bar:
         report = evaluate(config, progress=bar)
@@ -143,8 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("record", help="record scripted-expert demonstrations in a twin")
-    p.add_argument("--task", default="pick-place", help="twin task name (default: pick-place)")
-    p.add_argument("--episodes", type=int, default=50, help="successful episodes to keep")
+    p.add_argument(
+        "--task",
+        action="append",
+        help="twin task name (default: pick-place); repeat it for a multi-task dataset",
+    )
+    p.add_argument("--robot", default="ur5e", help="arm of the twin: ur5e or panda (default: ur5e)")
+    p.add_argument(
+        "--domain-randomization",
+        action="store_true",
+        help="draw the tasks' physics, appearance, sensor and timing randomisation per episode",
+    )
+    p.add_argument("--episodes", type=int, default=50, help="successful episodes to keep per task")
     p.add_argument("--output", type=Path, required=True, help="new dataset folder to write")
     p.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     p.add_argument("--image-size", type=int, default=96, help="camera image size in pixels")
@@ -171,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="processes running episodes")
     p.add_argument(
         "--variant", choices=("fp16", "int8"), help="run a bundle's reduced-precision model"
+    )
+    p.add_argument(
+        "--domain-randomization",
+        action="store_true",
+        help="draw the task's domain randomisation per episode; the report lists the draws",
     )
     p.set_defaults(handler=_cmd_eval)
 

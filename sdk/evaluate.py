@@ -106,6 +106,8 @@ class EvalConfig:
         output: Report path (JSON); none writes no file.
         workers: Processes that run episodes in parallel.
         variant: Reduced-precision model of a bundle to run (`fp16` or `int8`).
+        domain_randomization: Draw the task's domain randomisation every episode. The twin's
+            arm is the policy's robot.
     """
 
     policy: Path
@@ -115,6 +117,7 @@ class EvalConfig:
     output: Path | None = None
     workers: int = 1
     variant: str | None = None
+    domain_randomization: bool = False
 
     def __post_init__(self) -> None:
         self.policy = Path(self.policy)
@@ -144,7 +147,10 @@ def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> di
         if progress is not None:
             progress.advance(1, success=sum(r["success"] for r in rows) / len(rows))
 
-    jobs = [(config.policy, config.task, config.variant, seed) for seed in seeds]
+    jobs = [
+        (config.policy, config.task, config.variant, config.domain_randomization, seed)
+        for seed in seeds
+    ]
     if config.workers <= 1:
         for job in jobs:
             collect(_run_job(job))
@@ -152,7 +158,7 @@ def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> di
     else:
         # Load once here first, so a bad policy fails before any worker starts: an exception in
         # a pool's initializer would make the pool restart workers forever.
-        _init_worker(config.policy, config.task, config.variant)
+        _init_worker(config.policy, config.task, config.variant, config.domain_randomization)
         _close_worker()
         context = multiprocessing.get_context("spawn")
         with context.Pool(config.workers) as pool:
@@ -170,15 +176,23 @@ def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> di
 _worker_state: dict[str, Any] = {}
 
 
-def _init_worker(policy_path: Path, task: str, variant: str | None = None) -> None:
+def _init_worker(
+    policy_path: Path, task: str, variant: str | None = None, domain_randomization: bool = False
+) -> None:
     from robota.sim import make_env
 
     if multiprocessing.parent_process() is not None:
         limit_threads_in_worker()
     policy = load_rollout_policy(policy_path, variant)
-    env = make_env(task, image_size=image_size_of(policy.spec))
+    env = make_env(
+        task,
+        robot=policy.spec.robot.name,
+        image_size=image_size_of(policy.spec),
+        domain_randomization=domain_randomization,
+    )
     check_policy_fits_task(policy.spec, env.unwrapped.feature_spec)
-    _worker_state.update(policy=policy, env=env, key=(policy_path, task, variant))
+    key = (policy_path, task, variant, domain_randomization)
+    _worker_state.update(policy=policy, env=env, key=key)
 
 
 def limit_threads_in_worker() -> None:
@@ -191,19 +205,20 @@ def limit_threads_in_worker() -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
-def _run_job(job: tuple[Path, str, str | None, int]) -> dict[str, Any]:
+def _run_job(job: tuple[Path, str, str | None, bool, int]) -> dict[str, Any]:
     from robota.sim.rollout import run_episode
 
-    policy_path, task, variant, seed = job
-    if _worker_state.get("key") != (policy_path, task, variant):
+    policy_path, task, variant, domain_randomization, seed = job
+    if _worker_state.get("key") != (policy_path, task, variant, domain_randomization):
         _close_worker()
-        _init_worker(policy_path, task, variant)
+        _init_worker(policy_path, task, variant, domain_randomization)
     episode = run_episode(_worker_state["env"], _worker_state["policy"], seed)
     return {
         "seed": seed,
         "success": bool(episode.success),
         "steps": int(episode.steps),
         "instruction": episode.instruction,
+        "randomization": episode.randomization,
     }
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from robota.console import ProgressReporter
-from robota.errors import DatasetError, RobotaError
+from robota.errors import DatasetError, RobotaError, SpecError
 from robota.stats import wilson_interval
 
 logger = logging.getLogger(__name__)
@@ -23,24 +25,37 @@ class RecordConfig:
 
     Attributes:
         output: Dataset folder to create; it must not exist yet.
-        task: Twin task name, for example `pick-place`.
-        episodes: Number of successful demonstrations to keep.
-        seed: First episode seed; episode k uses `seed + k`.
+        task: Twin task name, for example `pick-place`, or several names for a multi-task
+            dataset, recorded one task after the other.
+        episodes: Number of successful demonstrations to keep per task.
+        seed: First episode seed of each task; its episode k uses `seed + k`.
         image_size: Camera image height and width in pixels.
-        max_attempts: Upper bound on episodes tried; defaults to twice `episodes`.
+        max_attempts: Upper bound on episodes tried per task; defaults to twice `episodes`.
         keep_failures: Also keep episodes in which the expert failed.
+        robot: Arm of the twin, `ur5e` or `panda`.
+        domain_randomization: Draw the tasks' domain randomisation every episode.
     """
 
     output: Path
-    task: str = "pick-place"
+    task: str | Sequence[str] = "pick-place"
     episodes: int = 50
     seed: int = RECORD_SEED_START
     image_size: int = 96
     max_attempts: int | None = None
     keep_failures: bool = False
+    robot: str = "ur5e"
+    domain_randomization: bool = False
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return (self.task,) if isinstance(self.task, str) else tuple(self.task)
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
+        if not self.tasks:
+            raise RobotaError("task names no task; pass at least one, for example pick-place")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise RobotaError(f"task lists a task twice: {list(self.tasks)}")
         if self.episodes < 1:
             raise RobotaError(f"episodes must be at least 1, got {self.episodes}")
         if self.image_size < 16:
@@ -73,11 +88,15 @@ class RecordResult:
 
 
 def record(config: RecordConfig, progress: ProgressReporter | None = None) -> RecordResult:
-    """Run the task's scripted expert and write every kept episode to a new dataset.
+    """Run each task's scripted expert and write every kept episode to a new dataset.
+
+    Each episode's metadata stores its seed, success, task name, robot and every random draw of
+    its reset (JSON text under `randomization`), so any episode can be inspected and replayed.
 
     Raises:
         DatasetError: The output folder exists already.
-        UnknownNameError: The task is not registered.
+        UnknownNameError: A task or the robot is not registered.
+        SpecError: The tasks' twins have different feature specs.
     """
     from robota.datasets import DatasetWriter
     from robota.sim import make_env
@@ -89,9 +108,19 @@ def record(config: RecordConfig, progress: ProgressReporter | None = None) -> Re
             f"{config.output} exists already; choose a new folder so no recording is overwritten"
         )
     size = (config.image_size, config.image_size)
-    env = make_env(config.task, image_size=size)
-    expert = make_expert(config.task, env)
-    spec = env.unwrapped.feature_spec
+    envs = {
+        task: make_env(
+            task,
+            robot=config.robot,
+            image_size=size,
+            domain_randomization=config.domain_randomization,
+        )
+        for task in config.tasks
+    }
+    spec = envs[config.tasks[0]].unwrapped.feature_spec
+    for task, env in envs.items():
+        if env.unwrapped.feature_spec != spec:
+            raise SpecError(f"task {task!r} has a different feature spec from {config.tasks[0]!r}")
     result = RecordResult(config.output, attempts=0, successes=0, kept=0, seeds=[])
 
     with DatasetWriter(config.output, spec, robot_type=spec.robot.name) as writer:
@@ -99,28 +128,42 @@ def record(config: RecordConfig, progress: ProgressReporter | None = None) -> Re
         def add_frame(observation: dict, action) -> None:
             writer.add_frame({**observation, "action": action})
 
-        seed = config.seed
-        while result.kept < config.episodes and result.attempts < config.max_attempts:
-            episode = run_episode(env, expert, seed, on_step=add_frame)
-            result.attempts += 1
-            result.successes += int(episode.success)
-            if episode.success or config.keep_failures:
-                writer.save_episode({"seed": seed, "success": bool(episode.success)})
-                result.kept += 1
-                result.seeds.append(seed)
-                if progress is not None:
-                    progress.advance(1, expert_success=result.expert_success_rate)
-            else:
-                writer.discard_episode()
-                logger.info("expert failed on seed %d; episode discarded", seed)
-            seed += 1
-    env.close()
-
-    if result.kept < config.episodes:
-        logger.warning(
-            "kept %d of %d requested episodes after %d attempts",
-            result.kept,
-            config.episodes,
-            result.attempts,
-        )
+        for task, env in envs.items():
+            expert = make_expert(task, env)
+            seed = config.seed
+            kept = attempts = 0
+            while kept < config.episodes and attempts < config.max_attempts:
+                episode = run_episode(env, expert, seed, on_step=add_frame)
+                attempts += 1
+                result.attempts += 1
+                result.successes += int(episode.success)
+                if episode.success or config.keep_failures:
+                    writer.save_episode(
+                        {
+                            "seed": seed,
+                            "success": bool(episode.success),
+                            "task_name": task,
+                            "robot": spec.robot.name,
+                            "randomization": json.dumps(episode.randomization, sort_keys=True),
+                        }
+                    )
+                    kept += 1
+                    result.kept += 1
+                    result.seeds.append(seed)
+                    if progress is not None:
+                        progress.advance(1, expert_success=result.expert_success_rate)
+                else:
+                    writer.discard_episode()
+                    logger.info("%s expert failed on seed %d; episode discarded", task, seed)
+                seed += 1
+            if kept < config.episodes:
+                logger.warning(
+                    "%s: kept %d of %d requested episodes after %d attempts",
+                    task,
+                    kept,
+                    config.episodes,
+                    attempts,
+                )
+    for env in envs.values():
+        env.close()
     return result

@@ -32,6 +32,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         "until SIGINT or SIGTERM. docs/sil.md lists its topics and services.",
     )
     p.add_argument("--task", default="pick-place", help="twin task name (default: pick-place)")
+    p.add_argument("--robot", default="ur5e", help="arm of the twin: ur5e or panda (default: ur5e)")
+    p.add_argument(
+        "--domain-randomization",
+        action="store_true",
+        help="draw the task's domain randomisation every episode",
+    )
     p.add_argument(
         "--host",
         default="127.0.0.1",
@@ -69,6 +75,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         mode=args.mode,
         image_size=args.image_size,
         seed=args.seed,
+        robot=args.robot,
+        domain_randomization=args.domain_randomization,
     )
     run_server(config)
     return 0

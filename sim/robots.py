@@ -249,7 +249,7 @@ def compose_twin(scene_xml: str, arm: ArmModel) -> mujoco.MjSpec:
             if body.name != "world":
                 body.gravcomp = 1.0
         for joint in arm.joints:
-            arm_spec.joint(joint).actuatorgravcomp = 1
+            arm_spec.joint(joint).actgravcomp = 1
 
     frame = scene.worldbody.add_frame(pos=list(arm.base_pos), quat=list(arm.base_quat))
     scene.attach(arm_spec, frame=frame, prefix=ARM_PREFIX)

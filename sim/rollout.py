@@ -38,6 +38,7 @@ class EpisodeResult:
         instruction: The episode's language instruction.
         terminated: Whether the episode ended by reaching a terminal state.
         truncated: Whether the episode ended by the step limit.
+        randomization: Every random draw of the episode's reset, from `info["randomization"]`.
     """
 
     seed: int
@@ -46,6 +47,7 @@ class EpisodeResult:
     instruction: str
     terminated: bool
     truncated: bool
+    randomization: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def run_episode(
@@ -71,6 +73,7 @@ def run_episode(
     """
     observation, info = env.reset(seed=seed, options=dict(options) if options else None)
     instruction = str(observation.get(TASK, info.get("instruction", "")))
+    randomization = dict(info.get("randomization", {}))
     policy.reset()
 
     steps = 0
@@ -89,4 +92,5 @@ def run_episode(
         instruction=instruction,
         terminated=bool(terminated),
         truncated=bool(truncated),
+        randomization=randomization,
     )

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import functools
 import itertools
 import json
 import logging
@@ -38,6 +39,7 @@ from robota.errors import RobotaError, check_choice
 from robota.sim import sil_messages as msgs
 from robota.sim.twin import check_image_size
 from robota.sim.registry import TASKS
+from robota.sim.robots import ROBOTS
 from robota.sim.sil_connection import Connection, OutboxFullError, Subscription
 from robota.sim.sil_twin import TwinDriver
 
@@ -66,6 +68,8 @@ class SilConfig:
         image_size: Height and width of the camera images in pixels.
         jpeg_quality: JPEG quality of the published images, 1 to 95.
         seed: Seed of the first episode, or None for an unseeded one.
+        robot: Arm of the twin, `ur5e` or `panda`.
+        domain_randomization: Draw the task's domain randomisation every episode.
     """
 
     task: str = "pick-place"
@@ -75,9 +79,12 @@ class SilConfig:
     image_size: int = 96
     jpeg_quality: int = 90
     seed: int | None = 0
+    robot: str = "ur5e"
+    domain_randomization: bool = False
 
     def __post_init__(self) -> None:
         check_choice("task", self.task, TASKS)
+        check_choice("robot", self.robot, ROBOTS)
         check_choice("mode", self.mode, MODES)
         check_image_size((self.image_size, self.image_size))
         if not 0 <= self.port <= 65535:
@@ -129,9 +136,15 @@ class SilServer:
         """Create the twin, reset it with `config.seed` and start listening."""
         config = self.config
         msgs.require_jpeg_encoder()
-        self.driver = await self._in_twin(
-            TwinDriver, config.task, config.image_size, config.jpeg_quality
+        make_driver = functools.partial(
+            TwinDriver,
+            config.task,
+            config.image_size,
+            config.jpeg_quality,
+            robot=config.robot,
+            domain_randomization=config.domain_randomization,
         )
+        self.driver = await self._in_twin(make_driver)
         self._topics = msgs.published_topics(self.driver.cameras)
         await self._reset(config.seed, None)
 

@@ -59,10 +59,25 @@ class TwinDriver:
         task: Task name, a key of `robota.sim.TASKS`.
         image_size: Height and width of both camera images in pixels.
         jpeg_quality: JPEG quality of the published images, 1 to 95.
+        robot: Arm of the twin.
+        domain_randomization: Draw the task's domain randomisation every episode.
     """
 
-    def __init__(self, task: str, image_size: int, jpeg_quality: int):
-        self.env = make_env(task, image_size=(image_size, image_size))
+    def __init__(
+        self,
+        task: str,
+        image_size: int,
+        jpeg_quality: int,
+        *,
+        robot: str = "ur5e",
+        domain_randomization: bool = False,
+    ):
+        self.env = make_env(
+            task,
+            robot=robot,
+            image_size=(image_size, image_size),
+            domain_randomization=domain_randomization,
+        )
         unwrapped = self.env.unwrapped
         self.feature_spec = unwrapped.feature_spec
         self.cameras: tuple[str, ...] = tuple(self.feature_spec.camera_names)
