@@ -6,43 +6,54 @@ https://arxiv.org/abs/2304.13705), sized to train from scratch on a CPU in minut
 - each camera goes through its own small CNN to a coarse grid, one token per grid cell;
 - each vector observation (`Spec.vector_keys`) becomes one token through a linear layer;
 - the instruction's UTF-8 bytes are pooled into a few tokens;
+- with `use_vae`, one more token carries a style latent `z` (see below);
 - a transformer encoder mixes all tokens, and a decoder with `chunk_size` learned queries reads
   them and a linear head turns each query into one action.
 
-Training minimises the L1 distance to the normalised demonstrated actions, ignoring the padded
-steps past an episode's end. The policy is deterministic.
+Training is a conditional VAE, as in the paper. A CVAE encoder reads `[CLS, state, action
+chunk]` and outputs the mean and log-variance of `z`. A sample of `z` goes to the decoder, and the
+loss is the L1 distance to the normalised demonstrated actions plus `kl_weight` times the KL
+divergence of `z` from a standard normal. The latent absorbs what varies between demonstrations
+of the same observation, so the decoder is not pulled to one compromise chunk. At inference `z`
+is 0, the prior's mean, so the policy is deterministic and the CVAE encoder is not part of the
+exported graph. Padded steps past an episode's end count neither in the loss nor in the encoder.
 
-TODO: the paper's conditional-VAE objective (a style latent from an action encoder, with a KL
-term) is not implemented, so where demonstrations disagree the policy predicts one compromise
-chunk. The objective would add one latent token to the encoder input in `_encode` and a `kl`
-entry to the loss dict of `forward`.
+The gripper element, when the spec has one, is a binary channel: the head outputs its logit,
+trained with binary cross-entropy against the command mapped to [0, 1] by the dataset's range,
+and `predict_action_chunk` returns exactly the open or closed value (see `ChunkPolicy`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from robota.errors import SpecError
-from robota.policies.layers import DecoderLayer, EncoderLayer, ImageEncoder, InstructionEncoder
+from robota.policies.base import ChunkPolicy, ChunkPolicyConfig, check_positive
+from robota.policies.layers import (
+    DecoderLayer,
+    EncoderLayer,
+    ImageEncoder,
+    InstructionEncoder,
+    padding_mask,
+)
 from robota.policies.normalize import MODES, Normalizer
-from robota.spec import ACTION, TASK_TOKENS, Spec, policy_input_names
+from robota.spec import ACTION, OBS_STATE, TASK_TOKENS, Spec
 
 ACTION_IS_PAD = "action_is_pad"
 
 
 @dataclasses.dataclass
-class ACTConfig:
-    """Hyperparameters of `ACTPolicy`.
+class ACTConfig(ChunkPolicyConfig):
+    """Hyperparameters of `ACTPolicy`; the execution fields are those of `ChunkPolicyConfig`.
 
     Attributes:
-        chunk_size: Actions predicted per call, one per control period.
-        n_action_steps: Actions of each chunk executed before planning again; at most
-            `chunk_size`. `None` means `chunk_size`.
         dim_model: Token width of the transformer.
         n_heads: Attention heads; must divide `dim_model`.
         n_encoder_layers: Transformer encoder layers over the observation tokens.
@@ -54,13 +65,15 @@ class ACTConfig:
             a training step about 60% slower on a 2-core CPU.
         n_instruction_tokens: Tokens the instruction bytes are pooled into.
         state_normalization: Normalisation mode of vector observations.
-        action_normalization: Normalisation mode of actions.
-        optimizer_lr: Suggested AdamW learning rate for training from scratch.
-        optimizer_weight_decay: Suggested AdamW weight decay.
+        action_normalization: Normalisation mode of the arm's actions. The gripper is
+            normalised on its own, by the dataset's range.
+        use_vae: Train as a conditional VAE with a style latent; `False` trains a deterministic
+            chunk regressor with the L1 loss alone.
+        latent_dim: Size of the style latent `z`.
+        n_vae_encoder_layers: Transformer layers of the CVAE encoder, used in training only.
+        kl_weight: Weight of the KL term in the loss; the paper uses 10.
     """
 
-    chunk_size: int = 10
-    n_action_steps: int | None = None
     dim_model: int = 128
     n_heads: int = 4
     n_encoder_layers: int = 2
@@ -71,24 +84,20 @@ class ACTConfig:
     n_instruction_tokens: int = 2
     state_normalization: str = "mean_std"
     action_normalization: str = "mean_std"
-    optimizer_lr: float = 1e-3
-    optimizer_weight_decay: float = 1e-4
+    use_vae: bool = True
+    latent_dim: int = 32
+    n_vae_encoder_layers: int = 2
+    kl_weight: float = 10.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.image_channels = tuple(int(c) for c in self.image_channels)
-        if self.n_action_steps is None:
-            self.n_action_steps = self.chunk_size
-        _check_positive(self, "chunk_size", "n_action_steps", "dim_model", "n_heads")
-        _check_positive(self, "n_encoder_layers", "n_decoder_layers", "dim_feedforward")
-        _check_positive(self, "n_instruction_tokens")
+        check_positive(self, "dim_model", "n_heads", "n_encoder_layers", "n_decoder_layers")
+        check_positive(self, "dim_feedforward", "n_instruction_tokens")
+        check_positive(self, "latent_dim", "n_vae_encoder_layers")
         if not self.image_channels or min(self.image_channels) < 1:
             raise SpecError(
                 f"image_channels must be positive channel counts, got {self.image_channels}"
-            )
-        if self.n_action_steps > self.chunk_size:
-            raise SpecError(
-                f"n_action_steps ({self.n_action_steps}) cannot exceed chunk_size "
-                f"({self.chunk_size}); lower n_action_steps or raise chunk_size"
             )
         if self.dim_model % self.n_heads:
             raise SpecError(
@@ -97,25 +106,72 @@ class ACTConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise SpecError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not isinstance(self.use_vae, bool):
+            raise SpecError(f"use_vae must be true or false, got {self.use_vae!r}")
+        if not (math.isfinite(self.kl_weight) and self.kl_weight >= 0.0):
+            raise SpecError(f"kl_weight must be a finite number >= 0, got {self.kl_weight}")
         for field in ("state_normalization", "action_normalization"):
             if getattr(self, field) not in MODES:
                 raise SpecError(f"{field} {getattr(self, field)!r} is not one of {MODES}")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the config as JSON-ready values."""
-        data = dataclasses.asdict(self)
-        data["image_channels"] = list(self.image_channels)
-        return data
+
+class CVAEEncoder(nn.Module):
+    """ACT's CVAE encoder: the posterior of the style latent given the state and the chunk.
+
+    A transformer encoder over `[CLS, state, action_1 … action_chunk]` with learned positions.
+    The CLS output gives the mean and log-variance of `z`. Only training uses it.
+
+    Args:
+        config: ACT hyperparameters.
+        state_dim: Size of `observation.state`, or None when the spec has none.
+        action_dim: Elements per action.
+    """
+
+    def __init__(self, config: ACTConfig, state_dim: int | None, action_dim: int) -> None:
+        super().__init__()
+        dim = config.dim_model
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.state_projection = None if state_dim is None else nn.Linear(state_dim, dim)
+        self.action_projection = nn.Linear(action_dim, dim)
+        self.n_prefix = 1 if state_dim is None else 2
+        self.position = nn.Parameter(torch.randn(self.n_prefix + config.chunk_size, dim) * 0.02)
+        self.layers = nn.ModuleList(
+            EncoderLayer(dim, config.n_heads, config.dim_feedforward, config.dropout)
+            for _ in range(config.n_vae_encoder_layers)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.latent_head = nn.Linear(dim, 2 * config.latent_dim)
+
+    def forward(
+        self, state: torch.Tensor | None, actions: torch.Tensor, is_pad: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the mean and log-variance `(batch, latent_dim)` of the style latent.
+
+        Args:
+            state: Normalised state `(batch, state_dim)`, or None without a state projection.
+            actions: Normalised actions `(batch, chunk, action_dim)`.
+            is_pad: bool `(batch, chunk)`, true for steps past the episode's end.
+        """
+        batch = actions.shape[0]
+        tokens = [self.cls.expand(batch, -1, -1)]
+        if self.state_projection is not None and state is not None:
+            # (batch, state_dim) -> (batch, 1, dim)
+            tokens.append(self.state_projection(state)[:, None])
+        tokens.append(self.action_projection(actions))
+        # (batch, n_prefix + chunk, dim)
+        sequence = torch.cat(tokens, dim=1) + self.position
+
+        prefix_pad = torch.zeros(batch, self.n_prefix, dtype=torch.bool, device=is_pad.device)
+        # (batch, n_prefix + chunk)
+        mask = padding_mask(torch.cat([prefix_pad, is_pad], dim=1), sequence.dtype)
+        for layer in self.layers:
+            sequence = layer(sequence, attn_mask=mask)
+
+        mean, log_variance = self.latent_head(self.norm(sequence[:, 0])).chunk(2, dim=-1)
+        return mean, log_variance
 
 
-def _check_positive(config: ACTConfig, *fields: str) -> None:
-    for field in fields:
-        value = getattr(config, field)
-        if not isinstance(value, int) or value < 1:
-            raise SpecError(f"ACT config {field} must be a positive integer, got {value!r}")
-
-
-class ACTPolicy(nn.Module):
+class ACTPolicy(ChunkPolicy):
     """Action-chunking transformer over camera, vector and instruction tokens.
 
     Args:
@@ -132,12 +188,7 @@ class ACTPolicy(nn.Module):
     config_class = ACTConfig
 
     def __init__(self, config: ACTConfig, spec: Spec, stats: Mapping[str, Any]) -> None:
-        super().__init__()
-        self.config = config
-        self.spec = spec
-        self.stats = stats
-        self.input_names = policy_input_names(spec)
-        self.action_dim = spec.features[ACTION].shape[0]
+        super().__init__(config, spec, stats)
         dim = config.dim_model
 
         self.normalizer = Normalizer(stats, _normalized_features(config, spec))
@@ -160,6 +211,13 @@ class ACTPolicy(nn.Module):
             dim, config.n_instruction_tokens, config.n_heads
         )
 
+        self.cvae_encoder: CVAEEncoder | None = None
+        self.latent_projection: nn.Linear | None = None
+        if config.use_vae:
+            state_dim = spec.features[OBS_STATE].shape[0] if OBS_STATE in spec.vector_keys else None
+            self.cvae_encoder = CVAEEncoder(config, state_dim, self.action_dim)
+            self.latent_projection = nn.Linear(config.latent_dim, dim)
+
         def encoder_layer() -> EncoderLayer:
             return EncoderLayer(dim, config.n_heads, config.dim_feedforward, config.dropout)
 
@@ -173,9 +231,15 @@ class ACTPolicy(nn.Module):
         self.decoder_norm = nn.LayerNorm(dim)
         self.action_head = nn.Linear(dim, self.action_dim)
 
-    def _encode(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Turn raw inputs into normalised, encoded tokens `(batch, n_tokens, dim_model)`."""
-        tokens: list[torch.Tensor] = []
+    def _encode(
+        self, inputs: Mapping[str, torch.Tensor], latent_token: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Turn raw inputs and the latent token `(batch, 1, dim_model)` into encoded tokens.
+
+        Returns:
+            `(batch, n_tokens, dim_model)`.
+        """
+        tokens: list[torch.Tensor] = [] if latent_token is None else [latent_token]
         for key in self.spec.image_keys:
             # (batch, height, width, 3) uint8 -> (batch, 3, height, width)
             images = inputs[key].permute(0, 3, 1, 2)
@@ -190,21 +254,34 @@ class ACTPolicy(nn.Module):
         tokens.append(torch.stack(vectors, dim=1) + self.vector_position)
         tokens.append(self.instruction_encoder(inputs[TASK_TOKENS]))
 
-        # (batch, n_image_tokens + n_vectors + n_instruction_tokens, dim_model)
+        # (batch, n_latent + n_image_tokens + n_vectors + n_instruction_tokens, dim_model)
         memory = torch.cat(tokens, dim=1)
         for layer in self.encoder:
             memory = layer(memory)
         return self.encoder_norm(memory)
 
     def _decode(self, memory: torch.Tensor) -> torch.Tensor:
-        """Read a normalised action chunk `(batch, chunk, action_dim)` from the tokens."""
+        """Read the head's output `(batch, chunk, action_dim)` from the tokens.
+
+        The arm's elements are normalised actions and the gripper's element is a logit.
+        """
         queries = self.action_queries.expand(memory.shape[0], -1, -1)
         for layer in self.decoder:
             queries = layer(queries, memory)
         return self.action_head(self.decoder_norm(queries))
 
+    def _prior_latent_token(self, batch: int) -> torch.Tensor | None:
+        """Return the latent token of `z = 0`, `(batch, 1, dim_model)`, or None without the VAE."""
+        if self.latent_projection is None:
+            return None
+        # A linear layer maps z = 0 to its bias, so the export needs no zero tensor of the batch.
+        return self.latent_projection.bias.expand(batch, 1, -1)
+
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Compute the training loss on a batch.
+
+        In training mode with `use_vae`, `z` is sampled from the CVAE encoder's posterior. In
+        eval mode `z` is 0 as at inference, so a validation loss measures what a rollout runs.
 
         Args:
             batch: Raw inputs named by `policy_input_names(spec)` (images uint8
@@ -213,17 +290,78 @@ class ACTPolicy(nn.Module):
                 `action_is_pad` bool `(batch, chunk)`, true for steps past the episode's end.
 
         Returns:
-            `loss` (scalar to minimise) and `l1` (mean absolute error of the normalised actions
-            over the steps that are not padding).
+            `loss` (the scalar to minimise) and its terms: `l1` (mean absolute error of the
+            normalised arm actions over the steps that are not padding), `gripper_bce` (binary
+            cross-entropy of the gripper, with a gripper) and `kl` (the KL divergence of `z`,
+            0 in eval mode, with `use_vae`).
         """
         self._check_batch(batch)
-        predicted = self._decode(self._encode(batch))
-        target = self.normalizer.normalize(ACTION, batch[ACTION])
-        valid = (~batch[ACTION_IS_PAD]).to(predicted.dtype)
-        # (batch, chunk) -> (batch, chunk, 1), broadcast over action_dim
-        errors = (predicted - target).abs() * valid[..., None]
-        l1 = errors.sum() / (valid.sum() * self.action_dim).clamp_min(1.0)
-        return {"loss": l1, "l1": l1}
+        is_pad = batch[ACTION_IS_PAD]
+        target = self._training_target(batch[ACTION])
+
+        latent_token = self._prior_latent_token(is_pad.shape[0])
+        kl = None
+        if self.cvae_encoder is not None and self.latent_projection is not None:
+            kl = target.new_zeros(())
+            if self.training:
+                latent, kl = self._sample_latent(batch, target, is_pad)
+                # (batch, latent_dim) -> (batch, 1, dim_model)
+                latent_token = self.latent_projection(latent)[:, None]
+
+        predicted = self._decode(self._encode(batch, latent_token))
+        losses = self._reconstruction_losses(predicted, target, is_pad)
+        if kl is not None:
+            losses["kl"] = kl
+            losses["loss"] = losses["loss"] + self.config.kl_weight * kl
+        return losses
+
+    def _training_target(self, actions: torch.Tensor) -> torch.Tensor:
+        """Map physical actions `(batch, chunk, action_dim)` to the head's target space.
+
+        The arm's elements are normalised, and the gripper's element goes to [0, 1].
+        """
+        target = self.normalizer.normalize(ACTION, actions)
+        if self.gripper is None:
+            return target
+        index = self.gripper_index
+        gripper = self.gripper.to_unit(actions[..., index])
+        # (batch, chunk) -> (batch, chunk, 1), joined back in the gripper's place
+        return torch.cat([target[..., :index], gripper[..., None], target[..., index + 1 :]], -1)
+
+    def _sample_latent(
+        self, batch: Mapping[str, torch.Tensor], target: torch.Tensor, is_pad: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample `z` `(batch, latent_dim)` by reparameterisation; return it and the mean KL."""
+        state = None
+        if OBS_STATE in self.spec.vector_keys:
+            state = self.normalizer.normalize(OBS_STATE, batch[OBS_STATE])
+        mean, log_variance = self.cvae_encoder(state, target, is_pad)
+        latent = mean + torch.exp(0.5 * log_variance) * torch.randn_like(mean)
+        # KL(N(mean, var) || N(0, 1)), summed over the latent and averaged over the batch.
+        kl = -0.5 * (1.0 + log_variance - mean.pow(2) - log_variance.exp())
+        return latent, kl.sum(dim=-1).mean()
+
+    def _reconstruction_losses(
+        self, predicted: torch.Tensor, target: torch.Tensor, is_pad: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Return the arm's L1 and the gripper's BCE over the steps that are not padding."""
+        valid = (~is_pad).to(predicted.dtype)
+        n_valid = valid.sum().clamp_min(1.0)
+        arm = slice(0, self.gripper_index)  # All elements when there is no gripper.
+        arm_dim = predicted[..., arm].shape[-1]
+
+        # (batch, chunk) -> (batch, chunk, 1), broadcast over the arm's elements
+        errors = (predicted[..., arm] - target[..., arm]).abs() * valid[..., None]
+        l1 = errors.sum() / (n_valid * arm_dim).clamp_min(1.0)
+        losses = {"l1": l1, "loss": l1}
+        if self.gripper_index is not None:
+            index = self.gripper_index
+            bce = F.binary_cross_entropy_with_logits(
+                predicted[..., index].float(), target[..., index].float(), reduction="none"
+            )
+            losses["gripper_bce"] = (bce * valid).sum() / n_valid
+            losses["loss"] = l1 + losses["gripper_bce"]
+        return losses
 
     def _check_batch(self, batch: Mapping[str, torch.Tensor]) -> None:
         missing = [key for key in (*self.input_names, ACTION, ACTION_IS_PAD) if key not in batch]
@@ -238,7 +376,7 @@ class ACTPolicy(nn.Module):
             )
 
     def predict_action_chunk(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Predict actions in physical units from raw inputs.
+        """Predict actions in physical units from raw inputs, with `z = 0`.
 
         Args:
             inputs: Tensors named by `policy_input_names(spec)`: images uint8
@@ -247,51 +385,22 @@ class ACTPolicy(nn.Module):
 
         Returns:
             float32 `(batch, chunk, action_dim)`: joint position targets in rad, then the gripper
-            command in [0, 1] (not clipped).
+            command, exactly the dataset's open (`min`) or closed (`max`) value.
         """
-        missing = [key for key in self.input_names if key not in inputs]
-        if missing:
-            raise SpecError(f"policy inputs are missing {missing}; expected {self.input_names}")
-        normalized = self._decode(self._encode(inputs))
-        return self.normalizer.unnormalize(ACTION, normalized)
+        self.check_inputs(inputs)
+        batch = inputs[TASK_TOKENS].shape[0]
+        output = self._decode(self._encode(inputs, self._prior_latent_token(batch)))
+        actions = self.normalizer.unnormalize(ACTION, output)
+        if self.gripper is None:
+            return actions
 
-    def inference_module(self) -> nn.Module:
-        """Return a module for export that shares this policy's weights.
-
-        Its `forward` takes the raw inputs positionally in `policy_input_names(spec)` order and
-        returns the chunk `(batch, chunk, action_dim)` in physical units. Put the policy in eval
-        mode before exporting; the module starts in the policy's mode.
-        """
-        module = ACTInferenceModule(self)
-        module.training = self.training  # Only the wrapper's own flag; the policy keeps its mode.
-        return module
-
-
-class ACTInferenceModule(nn.Module):
-    """Positional-input wrapper of `ACTPolicy.predict_action_chunk` for ONNX export.
-
-    `forward` takes `*inputs`, so `torch.onnx.export(..., dynamo=True)` needs the dynamic shapes
-    nested one level deeper than the inputs; `dynamic_batch_shapes` builds them. The legacy
-    exporter (`dynamo=False`) takes `dynamic_axes` keyed by input name as usual.
-    """
-
-    def __init__(self, policy: ACTPolicy) -> None:
-        super().__init__()
-        self.policy = policy
-
-    def dynamic_batch_shapes(self, batch: Any) -> tuple[tuple[dict[int, Any], ...]]:
-        """Return `dynamic_shapes` for `torch.onnx.export` that make axis 0 of every input `batch`.
-
-        Args:
-            batch: A `torch.export.Dim`, for example `torch.export.Dim("batch", min=1)`.
-        """
-        return (tuple({0: batch} for _ in self.policy.input_names),)
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        names = self.policy.input_names
-        if len(inputs) != len(names):
-            raise SpecError(f"expected {len(names)} inputs in the order {names}, got {len(inputs)}")
-        return self.policy.predict_action_chunk(dict(zip(names, inputs, strict=True)))
+        # sigmoid(logit) >= threshold, compared on the logit so no sigmoid enters the graph.
+        threshold = self.config.gripper_threshold
+        index = self.gripper_index
+        closed = output[..., index] >= math.log(threshold / (1.0 - threshold))
+        gripper = self.gripper.from_closed(closed)
+        # (batch, chunk) -> (batch, chunk, 1), joined back in the gripper's place
+        return torch.cat([actions[..., :index], gripper[..., None], actions[..., index + 1 :]], -1)
 
 
 def _module_name(key: str) -> str:

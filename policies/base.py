@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from robota.errors import SpecError
+from robota.errors import CheckpointError, SpecError
 from robota.policies.normalize import GripperChannel
 from robota.spec import ACTION, GRIPPER_NAME, Spec, policy_input_names
 
@@ -124,7 +124,7 @@ class ChunkPolicy(nn.Module, abc.ABC):
 
     Subclasses set the class attributes `name` (the registry and checkpoint name) and
     `config_class` (a `ChunkPolicyConfig` subclass), call `super().__init__(config, spec, stats)`
-    first, and implement `forward`, `predict_action_chunk` and `inference_module`.
+    first, and implement `forward` and `predict_action_chunk`.
 
     Args:
         config: Hyperparameters, an instance of `config_class`.
@@ -171,12 +171,27 @@ class ChunkPolicy(nn.Module, abc.ABC):
         The gripper element, when the spec has one, is exactly its open or closed value.
         """
 
-    @abc.abstractmethod
     def inference_module(self) -> nn.Module:
-        """Return a module whose `forward` takes the raw inputs positionally and returns the chunk.
+        """Return a module for export that shares this policy's weights.
 
-        It shares this policy's weights and is what `robota.export` traces to ONNX.
+        Its `forward` takes the raw inputs positionally in `policy_input_names(spec)` order and
+        returns `predict_action_chunk`'s chunk; `robota.export` traces it to ONNX. Put the
+        policy in eval mode before exporting; the module starts in the policy's mode.
         """
+        module = ChunkInferenceModule(self)
+        module.training = self.training  # Only the wrapper's own flag; the policy keeps its mode.
+        return module
+
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any) -> None:
+        # Weights saved before the gripper became its own channel lack its range, and their head
+        # regressed the gripper with the arm, so they would load but close the gripper wrongly.
+        if self.gripper is not None and f"{prefix}gripper.low" not in state_dict:
+            raise CheckpointError(
+                f"the {self.name} weights have no gripper channel (no {prefix}gripper.low tensor, "
+                "and their config has no gripper_threshold): they were saved by a robota version "
+                "that predicted the gripper with the arm; train the policy again"
+            )
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def check_inputs(self, inputs: Mapping[str, torch.Tensor]) -> None:
         """Raise SpecError when an input named by `policy_input_names(spec)` is missing."""
@@ -266,3 +281,30 @@ class ChunkExecutor:
         weights = torch.exp(-self.temporal_ensemble_coeff * order)
         # (n_chunks,) x (n_chunks, batch, action_dim) -> (batch, action_dim)
         return torch.einsum("n,nba->ba", weights, covering) / weights.sum()
+
+
+class ChunkInferenceModule(nn.Module):
+    """Positional-input wrapper of `ChunkPolicy.predict_action_chunk` for ONNX export.
+
+    `forward` takes `*inputs`, so `torch.onnx.export(..., dynamo=True)` needs the dynamic shapes
+    nested one level deeper than the inputs; `dynamic_batch_shapes` builds them. The legacy
+    exporter (`dynamo=False`) takes `dynamic_axes` keyed by input name as usual.
+    """
+
+    def __init__(self, policy: ChunkPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def dynamic_batch_shapes(self, batch: Any) -> tuple[tuple[dict[int, Any], ...]]:
+        """Return `dynamic_shapes` for `torch.onnx.export` that make axis 0 of every input `batch`.
+
+        Args:
+            batch: A `torch.export.Dim`, for example `torch.export.Dim("batch", min=1)`.
+        """
+        return (tuple({0: batch} for _ in self.policy.input_names),)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        names = self.policy.input_names
+        if len(inputs) != len(names):
+            raise SpecError(f"expected {len(names)} inputs in the order {names}, got {len(inputs)}")
+        return self.policy.predict_action_chunk(dict(zip(names, inputs, strict=True)))

@@ -74,6 +74,12 @@ class Attention(nn.Module):
         return F.dropout(self.out(mixed), self.dropout, self.training)
 
 
+def padding_mask(is_pad: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Turn a bool padding flag `(batch, n_keys)` into an additive mask `(batch, 1, 1, n_keys)`."""
+    # (batch, n_keys) -> (batch, 1, 1, n_keys), broadcast over heads and queries
+    return (is_pad.to(dtype) * _MASKED_SCORE)[:, None, None, :]
+
+
 class FeedForward(nn.Sequential):
     """Two linear layers with a GELU between them, `(..., dim) -> (..., dim)`."""
 
@@ -97,8 +103,9 @@ class EncoderLayer(nn.Module):
         self.norm_feed_forward = nn.LayerNorm(dim)
         self.feed_forward = FeedForward(dim, hidden, dropout)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        tokens = tokens + self.attention(self.norm_attention(tokens))
+    def forward(self, tokens: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Update `tokens`; `attn_mask` is as in `Attention.forward`, e.g. from `padding_mask`."""
+        tokens = tokens + self.attention(self.norm_attention(tokens), attn_mask=attn_mask)
         return tokens + self.feed_forward(self.norm_feed_forward(tokens))
 
 
@@ -187,8 +194,6 @@ class InstructionEncoder(nn.Module):
         """Encode int64 byte tokens `(batch, INSTRUCTION_MAX_BYTES)` to `(batch, n_tokens, dim)`."""
         batch = task_tokens.shape[0]
         bytes_embedded = self.norm(self.embedding(task_tokens) + self.position)
-        padding = (task_tokens == 0).to(bytes_embedded.dtype) * _MASKED_SCORE
-        # (batch, n_bytes) -> (batch, 1, 1, n_bytes), broadcast over heads and queries
-        mask = padding[:, None, None, :]
+        mask = padding_mask(task_tokens == 0, bytes_embedded.dtype)
         queries = self.queries.expand(batch, -1, -1)
         return self.pool(queries, bytes_embedded, attn_mask=mask)

@@ -210,5 +210,5 @@ class GripperChannel(nn.Module):
         return ((value.to(torch.float32) - self.low) / self.scale).clamp(0.0, 1.0)
 
     def from_closed(self, closed: torch.Tensor) -> torch.Tensor:
-        """Map a bool tensor, true for closed, to the physical closed (`max`) or open (`min`) value."""
+        """Map a bool tensor, true for closed, to the closed (`max`) or open (`min`) command."""
         return torch.where(closed, self.high, self.low)

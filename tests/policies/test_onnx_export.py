@@ -1,4 +1,4 @@
-"""The ACT inference module exports to ONNX with a dynamic batch and matches torch."""
+"""ACT's inference module exports to ONNX with a dynamic batch, matches torch, lacks the CVAE."""
 
 from __future__ import annotations
 
@@ -66,3 +66,25 @@ def test_export_dynamic_batch_matches_torch(tmp_path, tiny_policy, tiny_spec, ex
         (actual,) = session.run(None, {name: inputs[name].numpy() for name in names})
         assert actual.shape == (batch_size, 4, 7)
         np.testing.assert_allclose(actual, expected.numpy(), rtol=0, atol=1e-4)
+
+
+def test_export_leaves_out_cvae_encoder(tmp_path, tiny_policy, tiny_spec):
+    onnx = pytest.importorskip("onnx")
+    names = policy_input_names(tiny_spec)
+    example = make_batch(tiny_spec, batch_size=2, chunk_size=4)
+    path = tmp_path / "policy.onnx"
+
+    _export(
+        tiny_policy.inference_module(),
+        tuple(example[name] for name in names),
+        names,
+        path,
+        "dynamo",
+    )
+    weights = {initializer.name for initializer in onnx.load(str(path)).graph.initializer}
+
+    # The dynamo exporter names weights by their module path, except the transposed matrices
+    # of linear layers; the biases and parameters of every module keep their names.
+    assert "policy.action_queries" in weights
+    assert "policy.latent_projection.bias" in weights
+    assert [name for name in weights if "cvae_encoder" in name] == []

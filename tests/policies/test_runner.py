@@ -1,12 +1,15 @@
-"""TorchPolicyRunner: action queue, re-planning and checkpoint loading."""
+"""TorchPolicyRunner: action queue, re-planning, temporal ensembling and checkpoint loading."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from robota.errors import SpecError
 from robota.policies import TorchPolicyRunner, save_checkpoint
+
+from policy_helpers import TINY_ACT
 
 
 class _CountingPolicy:
@@ -95,3 +98,41 @@ def test_from_checkpoint_matches(tmp_path, tiny_policy, observations):
         loaded.predict_action_chunk(observations[0]),
         TorchPolicyRunner(tiny_policy).predict_action_chunk(observations[0]),
     )
+
+
+def test_ensembling_plans_every_call(tiny_policy, observations):
+    counting = _CountingPolicy(tiny_policy)
+    runner = TorchPolicyRunner(counting, temporal_ensemble_coeff=0.01)
+
+    actions = [runner(observation) for observation in observations[:5]]
+
+    assert runner.n_action_steps == 1
+    assert counting.calls == 5
+    assert all(action.shape == (7,) for action in actions)
+
+
+def test_ensembling_matches_select_action(tiny_spec, tiny_stats, observations):
+    from robota.policies import make_policy
+    from robota.spec import build_policy_inputs
+
+    torch.manual_seed(0)
+    policy = make_policy("act", tiny_spec, tiny_stats, **TINY_ACT, temporal_ensemble_coeff=0.1)
+    policy.eval()
+    runner = TorchPolicyRunner(policy)
+    runner_actions = np.stack([runner(observation) for observation in observations[:6]])
+
+    policy.reset()
+    selected = []
+    for observation in observations[:6]:
+        arrays = build_policy_inputs(tiny_spec, [observation])
+        inputs = {key: torch.from_numpy(value) for key, value in arrays.items()}
+        selected.append(policy.select_action(inputs)[0].numpy())
+
+    np.testing.assert_allclose(runner_actions, np.stack(selected), rtol=0, atol=1e-6)
+    # From step 1 on the joints are blends, so they differ from the newest chunk's first action.
+    assert not np.allclose(runner_actions[3], runner.predict_action_chunk(observations[3])[0])
+
+
+def test_ensembling_rejects_queue_steps(tiny_policy):
+    with pytest.raises(SpecError, match="n_action_steps must be 1"):
+        TorchPolicyRunner(tiny_policy, n_action_steps=3, temporal_ensemble_coeff=0.01)
