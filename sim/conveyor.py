@@ -1,8 +1,8 @@
 """The `conveyor` task: pick a part off a moving belt and drop it into a bin beside the belt.
 
 The belt is driven in physics, not by moving the part. After every physics step a belt body on
-a slide joint gets the belt speed as its joint velocity and is put back to its start, so its
-surface stays in place while the contact solver computes friction against a moving surface.
+a slide joint gets the belt speed as its joint velocity and is put back to its start. Its
+surface stays in place, but the contact solver computes friction against a moving surface.
 Friction carries the part, so it can slip, stop against the fingers and fall off the belt's end
 into a catch tray, which ends the episode without success.
 """
