@@ -181,6 +181,7 @@ EXPERTS: dict[str, str] = {
     "peg-in-hole": "robota.sim.peg_in_hole_expert:PegInHoleExpert",
     "conveyor": "robota.sim.conveyor_expert:ConveyorExpert",
     "machine-tending": "robota.sim.machine_tending_expert:MachineTendingExpert",
+    "sort": "robota.sim.sort:SortExpert",
 }
 
 

@@ -15,6 +15,7 @@ TASKS: dict[str, str] = {
     "peg-in-hole": "robota/PegInHole-v0",
     "conveyor": "robota/ConveyorPick-v0",
     "machine-tending": "robota/MachineTending-v0",
+    "sort": "robota/Sort-v0",
 }
 
 _ENTRY_POINTS: dict[str, str] = {
@@ -22,6 +23,7 @@ _ENTRY_POINTS: dict[str, str] = {
     "robota/PegInHole-v0": "robota.sim.peg_in_hole:PegInHoleEnv",
     "robota/ConveyorPick-v0": "robota.sim.conveyor:ConveyorPickEnv",
     "robota/MachineTending-v0": "robota.sim.machine_tending:MachineTendingEnv",
+    "robota/Sort-v0": "robota.sim.sort:SortEnv",
 }
 
 

@@ -56,7 +56,6 @@ INSTRUCTION_CHARSET = frozenset(
     + "".join(chr(c) for c in range(0x400, 0x460) if chr(c).isalpha())
     + "șțȘȚ"
 )
-RESET_OPTIONS = ("language",)
 
 
 def check_image_size(image_size: tuple[int, int]) -> tuple[int, int]:
@@ -182,6 +181,7 @@ class TwinEnv(gymnasium.Env):
     instructions: ClassVar[dict[str, tuple[str, ...]]] = {}
     default_max_episode_steps: ClassVar[int] = 120
     randomization: ClassVar[Randomization] = Randomization()
+    reset_options: ClassVar[tuple[str, ...]] = ("language",)
 
     def __init__(
         self,
@@ -252,6 +252,15 @@ class TwinEnv(gymnasium.Env):
 
     # Task hooks.
 
+    def _instruction_choices(self, options: dict[str, Any]) -> tuple[str, ...]:
+        """Return the instructions to draw from, given the reset options."""
+        language = options.get("language")
+        if language is None:
+            return self.all_instructions
+        if language not in self.instructions:
+            raise UnknownNameError("instruction language", str(language), self.instructions)
+        return self.instructions[language]
+
     def _edit_scene(self, spec: mujoco.MjSpec) -> None:
         """Change the composed spec before it compiles; the default changes nothing."""
 
@@ -289,16 +298,12 @@ class TwinEnv(gymnasium.Env):
         super().reset(seed=seed)
         options = dict(options or {})
         for key in options:
-            if key not in RESET_OPTIONS:
-                raise UnknownNameError("reset option", key, RESET_OPTIONS)
-        language = options.get("language")
-        if language is None:
-            choices = self.all_instructions
-        elif language in self.instructions:
-            choices = self.instructions[language]
-        else:
-            raise UnknownNameError("instruction language", str(language), self.instructions)
-        self.instruction = choices[int(self.np_random.integers(len(choices)))]
+            if key not in self.reset_options:
+                raise UnknownNameError("reset option", key, self.reset_options)
+        choices = self._instruction_choices(options)
+        # One uniform draw whatever the choices, so an option never shifts the scene's draws
+        # that follow: the same seed gives the same scene with a different instruction.
+        self.instruction = choices[min(int(self.np_random.random() * len(choices)), len(choices) - 1)]
 
         mujoco.mj_resetData(self.model, self.data)
         task_draws = self._reset_task()
