@@ -65,7 +65,12 @@ class InMemoryChunkDataset(Dataset):
                 [s[key].reshape(-1, self.spec.features[key].shape[0]) for s in self.samples]
             )
             values = values.reshape(-1, values.shape[-1]).numpy()
-            stats[key] = {"mean": values.mean(0).tolist(), "std": values.std(0).tolist()}
+            stats[key] = {
+                "mean": values.mean(0).tolist(),
+                "std": values.std(0).tolist(),
+                "min": values.min(0).tolist(),
+                "max": values.max(0).tolist(),
+            }
         return stats
 
     def __len__(self) -> int:

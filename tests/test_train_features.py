@@ -189,7 +189,7 @@ class TwinSpecDataset(torch.utils.data.Dataset):
         self.stats = {key: {"mean": [[[0.5]]] * 3, "std": [[[0.3]]] * 3} for key in self.spec.image_keys}
         for key in [*self.spec.vector_keys, "action"]:
             dim = self.spec.features[key].shape[0]
-            self.stats[key] = {"mean": [0.0] * dim, "std": [1.0] * dim}
+            self.stats[key] = {"mean": [0.0] * dim, "std": [1.0] * dim, "min": [-1.0] * dim, "max": [1.0] * dim}
 
     def __len__(self) -> int:
         return len(self.samples)
