@@ -85,7 +85,7 @@ def _train_on_two_styles(spec, stats, use_vae: bool) -> float:
 
 def test_cvae_latent_separates_two_styles(tiny_spec, tiny_stats):
     # A deterministic regressor can only predict the mean of both styles, while the CVAE's
-    # posterior latent tells them apart.
+    # posterior latent separates them.
     with_vae = _train_on_two_styles(tiny_spec, tiny_stats, use_vae=True)
     without_vae = _train_on_two_styles(tiny_spec, tiny_stats, use_vae=False)
 

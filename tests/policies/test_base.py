@@ -92,7 +92,7 @@ def test_ensemble_drops_expired_chunks():
 
     actions = [policy.select_action({})[0, 0].item() for _ in range(3)]
 
-    # Step 2 sees chunks 1 and 2 only; chunk 0 covered steps 0 and 1.
+    # Step 2 blends chunks 1 and 2 only, because chunk 0 covered steps 0 and 1.
     weight = math.exp(-0.01)
     assert actions[2] == pytest.approx((10.0 + 20.0 * weight) / (1.0 + weight))
     assert policy.calls == 3
