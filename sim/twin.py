@@ -442,7 +442,7 @@ class TwinEnv(gymnasium.Env):
             and sensors.frame_drop_probability > 0
             and self.np_random.random() < sensors.frame_drop_probability
         ):
-            return previous
+            return previous.copy()
         image = self._render_camera(camera)
         if sensors.image_noise_std > 0 and self.render_images:
             noisy = image + self.np_random.normal(0.0, sensors.image_noise_std, image.shape)

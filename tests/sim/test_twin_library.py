@@ -207,6 +207,9 @@ def test_external_menagerie_arm_runs_pick_place(menagerie_arm):
     assert env.unwrapped.feature_spec.robot.upper_rad[2] == pytest.approx(3.1415)
     observation, _ = env.reset(seed=0)
     assert observation["observation.images.wrist"].mean() > 0
+    env.close()
+
+    env = robota.sim.make_env("pick-place", robot=menagerie_arm, render_images=False)
     expert = make_expert("pick-place", env)
     results = [run_episode(env, expert, seed) for seed in range(3)]
     env.close()
