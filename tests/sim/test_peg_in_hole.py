@@ -112,16 +112,3 @@ def test_expert_inserts_on_10_seeds(robot):
     results = [run_episode(env, expert, seed) for seed in range(10)]
     env.close()
     assert sum(r.success for r in results) >= 9, [r for r in results if not r.success]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("domain_randomization", [False, True])
-@pytest.mark.parametrize("robot", ["ur5e", "panda"])
-def test_expert_inserts_on_100_seeds(robot, domain_randomization):
-    env = robota.sim.make_env(
-        "peg-in-hole", robot=robot, render_images=False, domain_randomization=domain_randomization
-    )
-    expert = PegInHoleExpert(env)
-    results = [run_episode(env, expert, seed) for seed in range(100)]
-    env.close()
-    assert sum(r.success for r in results) >= 90
