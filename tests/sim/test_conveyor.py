@@ -184,16 +184,3 @@ def test_expert_rejects_other_task_env():
     with pytest.raises(RobotaError, match=r"make_env\('conveyor'\)"):
         ConveyorExpert(env)
     env.close()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("domain_randomization", [False, True])
-@pytest.mark.parametrize("robot", ["ur5e", "panda"])
-def test_expert_succeeds_on_100_seeds(robot, domain_randomization):
-    env = robota.sim.make_env(
-        "conveyor", robot=robot, render_images=False, domain_randomization=domain_randomization
-    )
-    expert = make_expert("conveyor", env)
-    results = [run_episode(env, expert, seed) for seed in range(100)]
-    env.close()
-    assert sum(r.success for r in results) >= 90

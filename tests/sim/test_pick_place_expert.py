@@ -48,9 +48,11 @@ def test_expert_episode_passes_all_phases(env):
     assert phases == sorted(phases)
 
 
-def test_make_expert_covers_every_task(env):
+def test_make_expert_covers_every_task():
     for task in robota.sim.TASKS:
-        assert callable(make_expert(task, env))
+        task_env = robota.sim.make_env(task, render_images=False)
+        assert callable(make_expert(task, task_env))
+        task_env.close()
 
 
 def test_make_expert_suggests_nearest_task(env):
