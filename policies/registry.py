@@ -10,11 +10,15 @@ from torch import nn
 
 from robota.errors import UnknownNameError, check_choice
 from robota.policies.act import ACTPolicy
+from robota.policies.flow import FlowMatchingPolicy
 from robota.spec import Spec
 
 # Policy name to its class. Each class has a `name`, a `config_class` dataclass and the constructor
 # `(config, spec, stats)`.
-POLICIES: dict[str, type[nn.Module]] = {ACTPolicy.name: ACTPolicy}
+POLICIES: dict[str, type[nn.Module]] = {
+    ACTPolicy.name: ACTPolicy,
+    FlowMatchingPolicy.name: FlowMatchingPolicy,
+}
 
 
 def make_config(name: str, **config_overrides: Any) -> Any:
