@@ -96,6 +96,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         signing_key=args.sign,
         variants=args.variants,
+        integration=args.integration,
     )
     print(
         f"wrote bundle {result.bundle}; parity max abs error {result.parity_max_abs_error:.2e} "
@@ -208,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--sign", type=Path, metavar="KEY", help="Ed25519 private key (PEM) to sign the manifest"
+    )
+    p.add_argument(
+        "--integration",
+        metavar="MODE",
+        help="flow policies only: 'unrolled' repeats the action expert once per integration "
+        "step in the graph, 'loop' runs it in one ONNX Loop node (default: unrolled)",
     )
     p.set_defaults(handler=_cmd_export)
 

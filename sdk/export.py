@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import inspect
 import json
 import logging
 import os
@@ -93,6 +94,7 @@ def export_bundle(
     signing_key: Path | None = None,
     variants: Sequence[str] = (),
     safety: SafetyConfig | None = None,
+    integration: str | None = None,
 ) -> ExportResult:
     """Export a checkpoint folder to a bundle folder.
 
@@ -111,11 +113,16 @@ def export_bundle(
             error against `policy.onnx`.
         safety: Limits of the edge safety filter to store in the manifest; `None` stores
             `SafetyConfig.default_for(robot)`.
+        integration: How a policy that integrates a flow (`flow`) puts its integration steps
+            into the graph: `unrolled` or `loop` (one ONNX `Loop` node); `None` uses the
+            policy's default. Other policies accept only `None`.
 
     Raises:
         MissingExtraError: torch or onnx is not installed.
         CheckpointError: The checkpoint does not load or its model breaks the export contract.
-        BundleError: `output` exists (without `overwrite`) or is not a bundle.
+        BundleError: `output` exists (without `overwrite`) or is not a bundle, or `integration`
+            is set for a policy without integration steps.
+        UnknownNameError: `integration` is not a mode the policy has.
         ParityError: ONNX Runtime differs from torch by more than `tolerance`.
     """
     checkpoint = Path(checkpoint)
@@ -138,6 +145,7 @@ def export_bundle(
         signing_key=signing_key,
         variants=variants,
         safety=safety,
+        integration=integration,
         checkpoint_sha256=checkpoint_sha256(checkpoint),
         dataset_fingerprint=read_dataset_fingerprint(checkpoint),
     )
@@ -154,6 +162,7 @@ def export_policy(
     signing_key: Path | None = None,
     variants: Sequence[str] = (),
     safety: SafetyConfig | None = None,
+    integration: str | None = None,
     checkpoint_sha256: str | None = None,
     dataset_fingerprint: str | None = None,
 ) -> ExportResult:
@@ -172,11 +181,15 @@ def export_policy(
         signing_key: Ed25519 private key (PEM file) to sign the manifest with.
         variants: Reduced-precision copies to add: `fp16`, `int8`.
         safety: Safety limits for the manifest; `None` stores the robot's defaults.
+        integration: `unrolled` or `loop` for a policy that integrates a flow; `None` uses the
+            policy's default (see `export_bundle`).
         checkpoint_sha256: Hash of the source checkpoint, stored in the manifest.
         dataset_fingerprint: Fingerprint of the training dataset, stored in the manifest.
 
     Raises:
-        BundleError: `output` exists (without `overwrite`) or is not a bundle.
+        BundleError: `output` exists (without `overwrite`) or is not a bundle, or `integration`
+            is set for a policy without integration steps.
+        UnknownNameError: `integration` is not a mode the policy has.
         ParityError: ONNX Runtime differs from torch by more than `tolerance`.
     """
     started = time.perf_counter()
@@ -185,6 +198,7 @@ def export_policy(
     if not tolerance > 0:
         raise ValueError(f"tolerance must be positive, got {tolerance}")
     _check_output(output, overwrite)
+    _check_integration(policy, integration)
     variants = check_variants(variants)
     trusted_keys = None
     if signing_key is not None:
@@ -212,6 +226,7 @@ def export_policy(
             tolerance=tolerance,
             opset=opset,
             output=output,
+            integration=integration,
         )
         manifest = _add_variants_and_safety(manifest, staging, variants, safety, observations)
         if signing_key is not None:
@@ -243,16 +258,23 @@ def _write_bundle(
     tolerance: float,
     opset: int,
     output: Path,
+    integration: str | None,
 ) -> Manifest:
     """Export the model into `staging`, check parity, write the manifest and return it."""
     spec: Spec = policy.spec
     chunk_size = int(policy.config.chunk_size)
-    module = policy.inference_module().eval()
+    # The parity reference is always the policy's own eager module, so a traced export module
+    # (the flow policy's `loop` mode) is checked against the code that trained.
+    reference = policy.inference_module().eval()
+    if integration is None:
+        module = reference
+    else:
+        module = policy.inference_module(integration=integration).eval()
     model_path = staging / MODEL_FILE
 
-    actual_opset = _export_onnx(module, spec, observations, model_path, opset)
+    actual_opset = _export_onnx(module, spec, observations, model_path, opset, integration)
     max_error = _check_parity(
-        module, spec, chunk_size, model_path, observations, tolerance=tolerance, output=output
+        reference, spec, chunk_size, model_path, observations, tolerance=tolerance, output=output
     )
 
     manifest = Manifest(
@@ -414,6 +436,19 @@ def _parity_observations(
     return list(observations)
 
 
+def _check_integration(policy: Any, integration: str | None) -> None:
+    """Raise BundleError when `integration` is set for a policy without integration steps."""
+    if integration is None:
+        return
+    parameters = inspect.signature(policy.inference_module).parameters
+    if "integration" not in parameters:
+        raise BundleError(
+            f"integration={integration!r} applies only to policies that integrate a flow, and "
+            f"policy {getattr(policy, 'name', type(policy).__name__)!r} has no integration "
+            "steps; leave integration unset (drop --integration)"
+        )
+
+
 def _import_torch():
     try:
         import torch
@@ -422,8 +457,12 @@ def _import_torch():
     return torch
 
 
-def _export_onnx(module, spec: Spec, observations, model_path: Path, opset: int) -> int:
+def _export_onnx(
+    module, spec: Spec, observations, model_path: Path, opset: int, integration: str | None
+) -> int:
     """Export `module` to `model_path` with a dynamic batch axis; return the graph's opset.
+
+    `integration`, when set, is recorded in the model's metadata as `robota.integration`.
 
     NOTE: this uses the TorchScript exporter (`dynamo=False`), which torch deprecates since 2.9.
     It writes the requested opset directly, while the dynamo exporter (torch 2.13, onnxscript
@@ -459,6 +498,8 @@ def _export_onnx(module, spec: Spec, observations, model_path: Path, opset: int)
     onnx.checker.check_model(model)
     model.metadata_props.add(key="robota.spec_fingerprint", value=spec.fingerprint())
     model.metadata_props.add(key="robota.version", value=__version__)
+    if integration is not None:
+        model.metadata_props.add(key="robota.integration", value=integration)
     onnx.save(model, str(model_path))
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
