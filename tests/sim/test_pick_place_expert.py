@@ -117,4 +117,6 @@ def test_run_episode_truncates_idle_policy():
         instruction=result.instruction,
         terminated=False,
         truncated=True,
+        randomization=result.randomization,
     )
+    assert set(result.randomization) == {"part_x_m", "part_y_m", "part_yaw_rad", "arm_joint_offsets_rad"}
