@@ -325,8 +325,13 @@ class AsyncExecutor:
             raise
 
         proposed = self.ensembler.action_at(tick)
-        wrench = None if observation is None else observation.get(OBS_WRENCH)
-        safe = self.safety.filter(proposed, wrench=wrench, stamps_s=frame.stamps_s)
+        wrench = measured = None
+        if observation is not None:
+            wrench = observation.get(OBS_WRENCH)
+            measured = np.asarray(observation[OBS_STATE][: self.spec.robot.num_joints])
+        safe = self.safety.filter(
+            proposed, wrench=wrench, stamps_s=frame.stamps_s, joint_positions_rad=measured
+        )
         self.no_action_ticks += proposed is None
         self.holds += safe.held
         if self.recorder is not None:

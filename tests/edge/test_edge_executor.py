@@ -166,3 +166,28 @@ def test_executor_calls_recorder_each_tick() -> None:
     )
     executor.run(max_ticks=6)
     assert len(records) == 6
+
+
+def test_executor_wrench_stop_holds_measured_joints() -> None:
+    # The arm lags 3 mrad behind, pushing against something, from tick 5 on.
+    ticks = []
+    lagging = np.append(HOME_RAD - 0.003, 0.085).astype(np.float32)
+
+    def read_frame() -> SensorFrame:
+        frame = fresh_frame()
+        if len(ticks) >= 5:
+            frame.observation[OBS_STATE] = lagging
+            frame.observation[OBS_WRENCH] = np.array([0, 0, -150.0, 0, 0, 0], dtype=np.float32)
+        ticks.append(len(ticks))
+        return frame
+
+    sent = []
+    executor = AsyncExecutor(FakeModel(), read_frame, sent.append, rate_hz=50.0)
+    stats = executor.run(max_ticks=12)
+
+    assert stats.interventions[Reason.WRENCH_LIMIT] == 1
+    assert stats.interventions[Reason.PROTECTIVE_STOP] == 4
+    # Ticks 5 and 6 are below the 3-reading debounce; tick 7 stops where the arm is.
+    assert not np.allclose(sent[6][:6], lagging[:6], atol=1e-6)
+    for command in sent[7:]:
+        np.testing.assert_allclose(command[:6], lagging[:6], atol=1e-6)

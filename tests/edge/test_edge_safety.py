@@ -171,10 +171,12 @@ def test_missing_action_holds() -> None:
 def test_wrench_limit_latches_stop() -> None:
     safety = make_filter()
     pushing = np.array([0.0, 0.0, -150.0, 0.0, 0.0, 0.0])
+    for _ in range(2):  # below the 3-reading debounce the arm keeps moving
+        assert not safety.filter(action(HOME_RAD + 0.005), wrench=pushing).held
     result = safety.filter(action(HOME_RAD + 0.005), wrench=pushing)
     assert result.held
     assert result.reasons == (Reason.WRENCH_LIMIT,)
-    assert safety.protective_stop is not None
+    assert "3 consecutive readings" in safety.protective_stop
 
     calm = np.zeros(6)
     assert safety.filter(action(HOME_RAD + 0.005), wrench=calm).reasons == (Reason.PROTECTIVE_STOP,)
@@ -182,10 +184,67 @@ def test_wrench_limit_latches_stop() -> None:
     assert not safety.filter(action(HOME_RAD + 0.005), wrench=calm).held
 
 
-def test_torque_limit_stops() -> None:
+def test_one_reading_force_spike_passes() -> None:
     safety = make_filter()
+    spike = np.array([0.0, 0.0, -130.0, 0.0, 0.0, 0.0])
+    calm = np.array([0.0, 0.0, -11.0, 0.0, 0.0, 0.0])
+    for wrench in (calm, spike, calm, spike, spike, calm):
+        assert not safety.filter(action(HOME_RAD), wrench=wrench).held
+    assert safety.protective_stop is None
+    assert safety.counts[Reason.WRENCH_LIMIT] == 0
+
+
+def test_transient_force_limit_stops_at_once() -> None:
+    safety = make_filter()
+    result = safety.filter(action(HOME_RAD), wrench=np.array([0.0, 0.0, -201.0, 0, 0, 0]))
+    assert result.reasons == (Reason.WRENCH_LIMIT,)
+    assert "transient limit 200.0 N" in safety.protective_stop
+
+
+def test_torque_limit_stops() -> None:
+    safety = make_filter(wrench_debounce_samples=1)
     result = safety.filter(action(HOME_RAD), wrench=np.array([0, 0, 0, 0, 12.0, 0]))
     assert result.reasons == (Reason.WRENCH_LIMIT,)
+
+
+def test_transient_torque_limit_stops_at_once() -> None:
+    safety = make_filter()
+    assert not safety.filter(action(HOME_RAD), wrench=np.array([0, 0, 0, 0, 12.0, 0])).held
+    result = safety.filter(action(HOME_RAD), wrench=np.array([0, 0, 0, 0, 21.0, 0]))
+    assert result.reasons == (Reason.WRENCH_LIMIT,)
+
+
+def test_wrench_stop_holds_measured_joints() -> None:
+    safety = make_filter(wrench_debounce_samples=1)
+    safety.filter(action(HOME_RAD + 0.05, gripper=1.0))
+    measured = HOME_RAD + 0.02  # the arm lags its command while pushing
+    pushing = np.array([0.0, 0.0, -150.0, 0.0, 0.0, 0.0])
+
+    stop = safety.filter(action(HOME_RAD + 0.08, 1.0), wrench=pushing, joint_positions_rad=measured)
+    later = safety.filter(action(HOME_RAD + 0.08, 1.0), wrench=pushing, joint_positions_rad=HOME_RAD)
+
+    np.testing.assert_allclose(stop.command, action(measured, gripper=1.0))
+    np.testing.assert_allclose(later.command, action(measured, gripper=1.0))
+
+
+def test_old_manifest_stops_on_one_reading() -> None:
+    data = SafetyConfig.default_for(UR5E).to_dict()
+    for key in ("wrench_debounce_samples", "max_transient_force_n", "max_transient_torque_n_m"):
+        del data[key]
+    config = SafetyConfig.from_dict(data)
+    assert config.wrench_debounce_samples == 1
+    assert config.max_transient_force_n == 100.0
+    assert config.max_transient_torque_n_m == 10.0
+
+
+def test_config_rejects_transient_below_sustained() -> None:
+    with pytest.raises(ValueError, match="at least the sustained"):
+        SafetyConfig((1.0,) * 6, max_force_n=100.0, max_transient_force_n=50.0)
+
+
+def test_config_rejects_zero_debounce() -> None:
+    with pytest.raises(ValueError, match="wrench_debounce_samples"):
+        SafetyConfig((1.0,) * 6, wrench_debounce_samples=0)
 
 
 @pytest.mark.parametrize("source", ["joint_states", "camera/wrist", "wrench"])
