@@ -36,7 +36,6 @@ from robota.policies.flow_layers import (
     ExpertLayer,
     JointLayout,
     TimeEmbedding,
-    is_joint_indexed,
     robot_index,
 )
 from robota.policies.layers import EncoderLayer, ImageEncoder, padding_mask
@@ -47,6 +46,7 @@ from robota.spec import (
     INSTRUCTION_VOCAB_SIZE,
     TASK_TOKENS,
     Spec,
+    is_joint_indexed,
 )
 
 INTEGRATION_MODES = ("unrolled", "loop")

@@ -13,7 +13,7 @@ from torch import nn
 
 from robota.errors import SpecError
 from robota.policies.layers import Attention, FeedForward
-from robota.spec import GRIPPER_NAME, FeatureSpec, RobotSpec
+from robota.spec import GRIPPER_NAME, FeatureSpec
 
 class ExpertLayer(nn.Module):
     """Pre-norm layer of the action expert: action tokens attend to each other, then to the trunk.
@@ -126,13 +126,6 @@ class JointLayout:
         """Split `(..., width)` into arm values `(..., n_arm)` and gripper values `(...,)` or None."""
         gripper = padded[..., -1] if self.has_gripper else None
         return padded[..., : self.n_arm], gripper
-
-
-def is_joint_indexed(feature: FeatureSpec, robot: RobotSpec) -> bool:
-    """Return whether the feature lists the robot's arm joints first, optionally then the gripper."""
-    names = tuple(feature.names or ())
-    joints = robot.joint_names
-    return names in (joints, (*joints, GRIPPER_NAME))
 
 
 def robot_index(name: str, vocabulary: Sequence[str]) -> int:

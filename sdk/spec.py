@@ -344,6 +344,16 @@ def make_arm_spec(
     return Spec(robot=robot, fps=fps, features=features)
 
 
+def is_joint_indexed(feature: FeatureSpec, robot: RobotSpec) -> bool:
+    """Return whether the feature lists the robot's arm joints first, optionally then the gripper.
+
+    Such a feature (the joint state, joint velocities, the action) changes width with the robot.
+    """
+    names = tuple(feature.names or ())
+    joints = robot.joint_names
+    return names in (joints, (*joints, GRIPPER_NAME))
+
+
 def encode_instruction(text: str, max_bytes: int = INSTRUCTION_MAX_BYTES) -> np.ndarray:
     """Encode an instruction as UTF-8 byte tokens for a policy.
 
