@@ -95,13 +95,23 @@ def force_n(observation) -> float:
 def run_in_process(bundle_path: Path, seeds: list[int]) -> dict[int, dict]:
     """Roll the bundle out in the twin as `robota eval` does; return a row per seed."""
     policy = BundlePolicy.from_path(bundle_path)
-    env = make_env("pick-place", robot=policy.spec.robot.name, image_size=image_size_of(policy.spec))
+    env = make_env(
+        "pick-place", robot=policy.spec.robot.name, image_size=image_size_of(policy.spec)
+    )
     rows = {}
     try:
         for seed in seeds:
             forces: list[float] = []
-            episode = run_episode(env, policy, seed, on_step=lambda obs, _: forces.append(force_n(obs)))
-            rows[seed] = {"success": episode.success, "steps": episode.steps, "peak_force_n": max(forces)}
+
+            def record(observation, _action, forces=forces) -> None:
+                forces.append(force_n(observation))
+
+            episode = run_episode(env, policy, seed, on_step=record)
+            rows[seed] = {
+                "success": episode.success,
+                "steps": episode.steps,
+                "peak_force_n": max(forces),
+            }
     finally:
         env.close()
     return rows
@@ -234,16 +244,19 @@ def print_summary(in_process: dict[int, dict], sil: dict[int, dict], args) -> No
     stops = [f"{seed}: {sil[seed]['stop']}" for seed in seeds if sil[seed]["stop"]]
     agreement = sum(sil[seed]["success"] == in_process[seed]["success"] for seed in seeds)
     inference = sorted(row["inference_p50_ms"] for row in sil.values())[len(sil) // 2]
+    in_process_successes = sum(row["success"] for row in in_process.values())
+    sil_successes = sum(row["success"] for row in sil.values())
+    holds = sum(row["holds"] for row in sil.values()) / len(sil)
     print()
-    print(f"{'in-process success':30s} {describe(sum(r['success'] for r in in_process.values()), len(seeds))}")
-    print(f"{'software-in-the-loop success':30s} {describe(sum(r['success'] for r in sil.values()), len(seeds))}")
+    print(f"{'in-process success':30s} {describe(in_process_successes, len(seeds))}")
+    print(f"{'software-in-the-loop success':30s} {describe(sil_successes, len(seeds))}")
     print(f"{'per-seed agreement':30s} {agreement}/{len(seeds)}")
     print(f"{'peak force, in-process':30s} {describe_forces(in_process)}")
     print(f"{'peak force, SIL':30s} {describe_forces(sil)}")
     print(f"{'protective stops':30s} {len(stops)}")
     for line in stops:
         print(f"  {line}")
-    print(f"{'holds per episode (mean)':30s} {sum(r['holds'] for r in sil.values()) / len(sil):.1f}")
+    print(f"{'holds per episode (mean)':30s} {holds:.1f}")
     print(f"{'inference p50 (median ep.)':30s} {inference:.2f} ms")
     mode = f"{args.mode}, ensemble decay {args.ensemble_decay}"
     rule = "one reading" if args.stop_on_one_reading else "the manifest's wrench rule"

@@ -17,9 +17,9 @@ The filter applies, in this order:
 "Hold" re-sends the last command that passed the filter, so a position-controlled arm stops where
 that command put it. A hold may decelerate faster than the acceleration limit, because stopping
 wins over smoothness. A protective stop instead holds the measured joint positions when the
-caller passes them, because the last command of an arm pushing into an obstacle lies inside it:
-re-sending it would keep pressing. Every intervention is counted by reason and logged (the first one of each
-reason, then at most one line per second and reason with the count since).
+caller passes them. The last command of an arm that pushes into an obstacle lies inside it, and
+re-sending it would keep pressing. Every intervention is counted by reason and logged (the
+first one of each reason, then at most one line per second and reason with the count since).
 """
 
 from __future__ import annotations
@@ -407,7 +407,8 @@ class SafetyFilter:
         if not (math.isfinite(force) and math.isfinite(torque)):
             return f"non-finite wrench {wrench.tolist()}"
         if force > config.max_transient_force_n:
-            return f"force {force:.1f} N above the transient limit {config.max_transient_force_n:.1f} N"
+            limit_n = config.max_transient_force_n
+            return f"force {force:.1f} N above the transient limit {limit_n:.1f} N"
         if torque > config.max_transient_torque_n_m:
             return (
                 f"torque {torque:.2f} N*m above the transient limit "

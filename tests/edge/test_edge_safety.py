@@ -220,8 +220,9 @@ def test_wrench_stop_holds_measured_joints() -> None:
     measured = HOME_RAD + 0.02  # the arm lags its command while pushing
     pushing = np.array([0.0, 0.0, -150.0, 0.0, 0.0, 0.0])
 
-    stop = safety.filter(action(HOME_RAD + 0.08, 1.0), wrench=pushing, joint_positions_rad=measured)
-    later = safety.filter(action(HOME_RAD + 0.08, 1.0), wrench=pushing, joint_positions_rad=HOME_RAD)
+    proposed = action(HOME_RAD + 0.08, 1.0)
+    stop = safety.filter(proposed, wrench=pushing, joint_positions_rad=measured)
+    later = safety.filter(proposed, wrench=pushing, joint_positions_rad=HOME_RAD)
 
     np.testing.assert_allclose(stop.command, action(measured, gripper=1.0))
     np.testing.assert_allclose(later.command, action(measured, gripper=1.0))
