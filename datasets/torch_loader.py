@@ -1,7 +1,8 @@
 """ChunkDataset: the torch training view of a dataset, with a cache of decoded frames.
 
-`ChunkMixture` joins several ChunkDatasets of one feature spec, pools their statistics and
-draws each sample's dataset by weight through a `MixtureSampler`.
+`ChunkMixture` joins several ChunkDatasets, of one robot or of several, and pools their
+statistics per robot. A `MixtureSampler` draws each sample's dataset by weight; a
+`MixtureBatchSampler` draws one dataset per batch, so that each batch holds one robot.
 
 This is the only module of `robota.datasets` that imports torch. Camera frames are decoded once
 per dataset into uint8 `.npy` files, one per episode and camera, and read back memory-mapped, so
@@ -23,16 +24,22 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, Dataset, Sampler
+from torch.utils.data import ConcatDataset, Dataset
 
 from robota.datasets.reader import DatasetReader, open_dataset
 from robota.datasets.layout import column_to_numpy
+from robota.datasets.mixing import (
+    MixtureBatchSampler,
+    MixtureSampler,
+    embodiment_difference,
+    spec_difference,
+)
 from robota.datasets.stats import pool_stats
 from robota.datasets.summary import cached_fingerprint
 from robota.errors import DatasetError, SpecError
@@ -249,100 +256,26 @@ def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
         raise
 
 
-def spec_difference(first: Spec, second: Spec) -> str | None:
-    """Return the first entry in which two feature specs differ, or None if they are equal.
-
-    The entry is `robot`, `fps`, or a feature key (one that only one spec has, or whose dtype,
-    shape, names, unit or frame differ). Feature descriptions are not compared.
-    """
-    if first.robot != second.robot:
-        return "robot"
-    if first.fps != second.fps:
-        return "fps"
-    for key in (*first.features, *second.features):
-        if key not in first.features or key not in second.features:
-            return key
-        a, b = first.features[key], second.features[key]
-        if (a.dtype, a.shape, a.names, a.unit, a.frame) != (b.dtype, b.shape, b.names, b.unit, b.frame):
-            return key
-    return None
-
-
-class MixtureSampler(Sampler[int]):
-    """Indices into a concatenation of datasets that draw dataset d with probability `weights[d]`.
-
-    Each draw picks a dataset by its weight, then the dataset's next sample in a random order, so
-    a dataset repeats a sample only after it has handed out all of them. Epoch e on rank r draws
-    from numpy's generator seeded with `(seed, e, r)`, so a resumed epoch repeats its draws
-    exactly and the ranks draw independently of each other.
-
-    Args:
-        sizes: Samples of each dataset, in concatenation order.
-        weights: Sampling weight of each dataset; normalised to probabilities here.
-        seed: Seed of the draws.
-        num_samples: Draws per epoch on this rank.
-        rank: This process's rank.
-
-    Raises:
-        DatasetError: A dataset is empty, a weight is not positive, or the lengths differ.
-    """
-
-    def __init__(
-        self,
-        sizes: Sequence[int],
-        weights: Sequence[float],
-        *,
-        seed: int,
-        num_samples: int,
-        rank: int = 0,
-    ):
-        if len(sizes) != len(weights) or not sizes:
-            raise DatasetError(f"need one weight per dataset, got {len(weights)} for {len(sizes)} datasets")
-        if min(sizes) < 1:
-            raise DatasetError(f"every dataset of a mixture needs samples, got sizes {list(sizes)}")
-        probabilities = np.asarray(weights, dtype=np.float64)
-        if not (np.all(np.isfinite(probabilities)) and np.all(probabilities > 0)):
-            raise DatasetError(f"mixture weights must be positive and finite, got {list(weights)}")
-        self.sizes = np.asarray(sizes, dtype=np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
-        self.probabilities = probabilities / probabilities.sum()
-        self.seed, self.num_samples, self.rank = int(seed), int(num_samples), int(rank)
-        self.epoch, self.skip = 0, 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Select the draws of `epoch` and skip the first `skip` of them."""
-        self.epoch, self.skip = int(epoch), int(skip)
-
-    def draw(self) -> np.ndarray:
-        """Return all indices of the current epoch, skipped ones included, as int64 `(num_samples,)`."""
-        rng = np.random.default_rng([self.seed, self.epoch, self.rank])
-        choices = rng.choice(len(self.sizes), size=self.num_samples, p=self.probabilities)
-        indices = np.empty(self.num_samples, dtype=np.int64)
-        for dataset, size in enumerate(self.sizes):
-            positions = np.flatnonzero(choices == dataset)
-            if positions.size == 0:
-                continue
-            cycles = -(-positions.size // size)  # ceil: whole permutations needed
-            order = np.concatenate([rng.permutation(size) for _ in range(cycles)])[: positions.size]
-            indices[positions] = self.offsets[dataset] + order
-        return indices
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.draw()[self.skip :].tolist())
-
-    def __len__(self) -> int:
-        return max(0, self.num_samples - self.skip)
-
-
 class ChunkMixture(ConcatDataset):
-    """Several chunk datasets of one feature spec, concatenated and sampled by weight.
+    """Several chunk datasets, concatenated and sampled by weight, of one robot or of several.
 
-    Items are those of the parts, in concatenation order; `sampler` draws from them by weight.
+    Items are those of the parts, in concatenation order; `sampler` draws them by weight, and
+    `batch_sampler` draws whole batches of one part by weight. Parts of one robot must have
+    equal feature specs. Parts of different robots may differ only in the robot and in the
+    features indexed by its joints (see `embodiment_difference`). Train such a mix with
+    `batch_sampler`, because a batch can only stack one robot's action width. The first part's
+    robot is the primary robot.
 
     Attributes:
-        spec: The shared feature spec.
-        stats: Statistics of the union of the parts, pooled with `robota.datasets.stats.pool_stats`
-            and weighted by each part's frame count, not by the sampling weights.
+        spec: The primary robot's feature spec (None where the parts record no spec).
+        stats: The primary robot's statistics: those of its parts, pooled with
+            `robota.datasets.stats.pool_stats` and weighted by each part's frame count, not by
+            the sampling weights. Where the parts record no spec, all parts pooled.
+        embodiments: Robot name to `(spec, stats)`, stats pooled over that robot's parts; the
+            primary robot first, the others in the order they first appear. Empty where the
+            parts record no spec.
+        robot_names: The keys of `embodiments`, in order.
+        part_robots: The robot name of each part, or None where the parts record no spec.
         weights: Normalised sampling probability of each part.
         names: A name per part for messages and provenance, such as its folder.
         fingerprint: sha256 over the parts' fingerprints and weights, so another mix of the same
@@ -355,7 +288,8 @@ class ChunkMixture(ConcatDataset):
         names: A name per part; the parts' `root` attributes when None.
 
     Raises:
-        SpecError: Two parts have different feature specs; the message names both parts, their
+        SpecError: Two parts of one robot have different feature specs, or two parts of
+            different robots differ in more than the robot; the message names both parts, their
             robots and the first differing entry.
         DatasetError: A part is empty, or a weight is not positive.
     """
@@ -373,19 +307,28 @@ class ChunkMixture(ConcatDataset):
         for name, size in zip(self.names, sizes, strict=True):
             if size == 0:
                 raise DatasetError(f"dataset {name} has no samples; record or convert episodes first")
-        self.spec = self._shared_spec(parts)
+        self.part_robots = self._check_specs(parts)
         raw = np.asarray(sizes if weights is None else weights, dtype=np.float64)
         if len(raw) != len(parts) or not (np.all(np.isfinite(raw)) and np.all(raw > 0)):
             raise DatasetError(
                 f"mixture weights must be one positive number per dataset ({len(parts)}), got {list(raw)}"
             )
         self.weights = (raw / raw.sum()).tolist()
-        self.stats = pool_stats([(part.stats, _frame_count(part)) for part in parts])
+        self.embodiments = self._pool_by_robot(parts)
+        self.robot_names = tuple(self.embodiments)
+        if self.embodiments:
+            self.spec, self.stats = self.embodiments[self.robot_names[0]]
+        else:
+            self.spec = None
+            self.stats = pool_stats([(part.stats, _frame_count(part)) for part in parts])
         self.fingerprint = _mixture_fingerprint(parts, self.weights)
 
-    def _shared_spec(self, parts: Sequence[Dataset]) -> Spec | None:
+    def _check_specs(self, parts: Sequence[Dataset]) -> list[str | None]:
+        """Check that the parts can be mixed; return each part's robot name."""
         first = parts[0].spec
-        for name, part in zip(self.names[1:], parts[1:], strict=True):
+        # Robot name -> (the name and spec of its first part).
+        references: dict[str, tuple[str, Spec]] = {}
+        for name, part in zip(self.names, parts, strict=True):
             spec = part.spec
             if first is None or spec is None:
                 if first is not spec:
@@ -394,19 +337,51 @@ class ChunkMixture(ConcatDataset):
                         "feature spec; convert both with robota"
                     )
                 continue
-            difference = spec_difference(first, spec)
+            robot = spec.robot.name
+            if robot in references:
+                reference_name, reference = references[robot]
+                difference = spec_difference(reference, spec)
+                advice = "mix only datasets whose feature specs are equal for each robot"
+            else:
+                reference_name, reference = self.names[0], first
+                difference = embodiment_difference(first, spec)
+                advice = (
+                    "datasets of different robots may differ only in the robot and its "
+                    "joint-indexed features (joint state, joint velocities, action), so record "
+                    "them with the same cameras, image sizes, control rate and other features"
+                )
+                references[robot] = (name, spec)
             if difference is not None:
                 raise SpecError(
-                    f"{self.names[0]} (robot {first.robot.name}) and {name} (robot "
-                    f"{spec.robot.name}) cannot be mixed: their feature specs differ in "
-                    f"{difference!r}; mix only datasets of one robot with the same cameras"
+                    f"{reference_name} (robot {reference.robot.name}) and {name} (robot "
+                    f"{robot}) cannot be mixed: their feature specs differ in {difference!r}; "
+                    f"{advice}"
                 )
-        return first
+        return [part.spec.robot.name if part.spec is not None else None for part in parts]
+
+    def _pool_by_robot(self, parts: Sequence[Dataset]) -> dict[str, tuple[Spec, dict[str, Any]]]:
+        embodiments: dict[str, tuple[Spec, dict[str, Any]]] = {}
+        for robot in dict.fromkeys(self.part_robots):
+            if robot is None:
+                continue
+            members = [part for part, own in zip(parts, self.part_robots, strict=True) if own == robot]
+            stats = pool_stats([(part.stats, _frame_count(part)) for part in members])
+            embodiments[robot] = (members[0].spec, stats)
+        return embodiments
 
     def sampler(self, *, seed: int, num_samples: int, rank: int = 0) -> MixtureSampler:
         """Return a sampler over this concatenation that draws the parts by `weights`."""
         sizes = [len(part) for part in self.datasets]
         return MixtureSampler(sizes, self.weights, seed=seed, num_samples=num_samples, rank=rank)
+
+    def batch_sampler(
+        self, *, batch_size: int, seed: int, num_batches: int, rank: int = 0
+    ) -> MixtureBatchSampler:
+        """Return a batch sampler whose batches each come from one part, drawn by `weights`."""
+        sizes = [len(part) for part in self.datasets]
+        return MixtureBatchSampler(
+            sizes, self.weights, batch_size=batch_size, seed=seed, num_batches=num_batches, rank=rank
+        )
 
     def provenance(self) -> list[dict[str, Any]]:
         """Return path, weight, fingerprint, robot and samples of each part, for checkpoints."""
@@ -415,10 +390,12 @@ class ChunkMixture(ConcatDataset):
                 "path": name,
                 "weight": weight,
                 "fingerprint": getattr(part, "fingerprint", None),
-                "robot": part.spec.robot.name if part.spec is not None else None,
+                "robot": robot,
                 "samples": len(part),
             }
-            for name, weight, part in zip(self.names, self.weights, self.datasets, strict=True)
+            for name, weight, part, robot in zip(
+                self.names, self.weights, self.datasets, self.part_robots, strict=True
+            )
         ]
 
 

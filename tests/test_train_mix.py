@@ -134,9 +134,9 @@ def test_default_weights_follow_sample_counts(two_datasets, cache):
     assert mixture.spec == parts[0].spec
 
 
-def test_mix_rejects_other_robot(two_datasets, cache, tmp_path):
+def test_mix_rejects_other_robot_cameras(two_datasets, cache, tmp_path):
     panda = write_random_dataset(
-        tmp_path / "panda", make_arm_spec(PANDA, 10, {"wrist": (16, 16)}), episodes=1, length=6
+        tmp_path / "panda", make_arm_spec(PANDA, 10, {"wrist": (32, 32)}), episodes=1, length=6
     )
     parts = [ChunkDataset(root, chunk_size=2, cache_dir=cache) for root in (two_datasets[0], panda)]
 
@@ -148,6 +148,7 @@ def test_mix_rejects_other_robot(two_datasets, cache, tmp_path):
     assert str(panda) in message
     assert "robot ur5e" in message
     assert "robot panda" in message
+    assert "'observation.images.wrist'" in message
 
 
 def test_train_cli_on_weighted_mix(two_datasets, tmp_path, monkeypatch):
