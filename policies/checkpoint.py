@@ -2,8 +2,11 @@
 
 `config.json` contains the policy type and config, the feature spec, the sha256 of both other
 files, the robota version and any extra entries of the caller (the training run stores the dataset
-fingerprint and its resolved config). A checkpoint loads with this package alone, without the
-training code, and every problem is reported as one `CheckpointError` line naming the file.
+fingerprint and its resolved config). A policy of several robots (a flow policy trained on a mix
+of robots) adds `embodiments`: each other robot's spec and statistics, keyed by robot name, next
+to the primary robot's `spec` and `stats.json`. A checkpoint loads with this package alone,
+without the training code, and every problem is reported as one `CheckpointError` line naming
+the file.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import safetensors.torch
 from torch import nn
 
 import robota
-from robota.errors import CheckpointError, RobotaError, SpecError
+from robota.errors import CheckpointError, RobotaError, SpecError, UnknownNameError
 from robota.policies.registry import POLICIES, make_config
 from robota.spec import Spec
 
@@ -46,6 +49,8 @@ _RESERVED_KEYS = frozenset(
         "robota_version",
     }
 )
+# Written only for a policy of several robots: robot name to {"spec": ..., "stats": ...}.
+EMBODIMENTS_KEY = "embodiments"
 
 
 def _file_sha256(path: Path) -> str:
@@ -114,7 +119,7 @@ def save_checkpoint(
     """
     directory = Path(directory)
     extra = dict(extra or {})
-    clashes = sorted(_RESERVED_KEYS & set(extra))
+    clashes = sorted((_RESERVED_KEYS | {EMBODIMENTS_KEY}) & set(extra))
     if clashes:
         raise CheckpointError(
             f"extra checkpoint entries {clashes} clash with the keys of {CONFIG_FILE}; rename them"
@@ -154,6 +159,12 @@ def _write_files(folder: Path, policy: nn.Module, extra: Mapping[str, Any]) -> N
         "robota_version": robota.__version__,
         **_to_json(extra),
     }
+    others = getattr(policy, "embodiments", None)
+    if others:
+        config[EMBODIMENTS_KEY] = {
+            name: {"spec": part.spec.to_dict(), "stats": _to_json(part.stats)}
+            for name, part in others.items()
+        }
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
@@ -217,19 +228,37 @@ def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
     return config
 
 
-def load_checkpoint(directory: str | Path) -> nn.Module:
+def checkpoint_robots(directory: str | Path) -> list[str]:
+    """Return the names of the robots a checkpoint drives, the primary robot first.
+
+    Raises:
+        CheckpointError: As `read_checkpoint_config`.
+    """
+    config = read_checkpoint_config(directory)
+    return [config["spec"]["robot"]["name"], *config.get(EMBODIMENTS_KEY, {})]
+
+
+def load_checkpoint(directory: str | Path, robot: str | None = None) -> nn.Module:
     """Load a policy from a checkpoint folder, in eval mode on the CPU.
+
+    Args:
+        directory: Checkpoint folder.
+        robot: For a checkpoint of several robots, the robot to make primary: the policy's
+            `spec`, `predict_action_chunk` and export are then that robot's, with the same
+            weights. None keeps the saved primary robot.
 
     Raises:
         CheckpointError: The folder or a file is missing. Or `model.safetensors` is truncated,
             corrupted or does not fit the policy. Or `stats.json` does not match the sha256 in
             `config.json`, or lacks a feature the policy uses. The message names the file.
+        UnknownNameError: `robot` is not one of the checkpoint's robots.
     """
     directory = Path(directory)
     config = read_checkpoint_config(directory)
     stats = _read_stats(directory, config["stats_sha256"])
-    policy = _build_policy(directory, config, stats)
-    _load_weights(directory / MODEL_FILE, policy, config["model_sha256"])
+    saved_robot = config["spec"]["robot"]["name"]
+    policy = _build_policy(directory, config, stats, robot or saved_robot)
+    _load_weights(directory / MODEL_FILE, policy, config["model_sha256"], saved_robot)
     return policy.eval()
 
 
@@ -251,23 +280,30 @@ def _read_stats(directory: Path, expected_sha256: str) -> dict[str, Any]:
 
 
 def _build_policy(
-    directory: Path, config: Mapping[str, Any], stats: Mapping[str, Any]
+    directory: Path, config: Mapping[str, Any], stats: Mapping[str, Any], robot: str
 ) -> nn.Module:
+    """Build the checkpoint's policy with `robot` as its primary robot, before loading weights."""
     path = directory / CONFIG_FILE
     try:
         spec = Spec.from_dict(config["spec"])
         policy_config = make_config(config["policy_type"], **config["policy_config"])
-    except (RobotaError, TypeError) as error:
+        robots = {spec.robot.name: (spec, stats)}
+        for name, entry in config.get(EMBODIMENTS_KEY, {}).items():
+            robots[name] = (Spec.from_dict(entry["spec"]), entry["stats"])
+    except (RobotaError, TypeError, KeyError) as error:
         raise CheckpointError(f"{path} describes an invalid policy: {error}") from None
+    if robot not in robots:
+        raise UnknownNameError(f"robot of checkpoint {directory}", robot, robots)
+    primary_spec, primary_stats = robots.pop(robot)
+    others = {"embodiments": robots} if robots else {}
     try:
-        return POLICIES[config["policy_type"]](policy_config, spec, stats)
+        return POLICIES[config["policy_type"]](policy_config, primary_spec, primary_stats, **others)
     except SpecError as error:
-        raise CheckpointError(
-            f"{directory / STATS_FILE} does not fit the policy: {error}"
-        ) from None
+        source = f"{directory / STATS_FILE}" + (f" or {EMBODIMENTS_KEY} in {path}" if others else "")
+        raise CheckpointError(f"{source} does not fit the policy: {error}") from None
 
 
-def _load_weights(path: Path, policy: nn.Module, expected_sha256: str) -> None:
+def _load_weights(path: Path, policy: nn.Module, expected_sha256: str, saved_robot: str) -> None:
     actual = _file_sha256(path)
     if actual != expected_sha256:
         raise CheckpointError(
@@ -280,6 +316,10 @@ def _load_weights(path: Path, policy: nn.Module, expected_sha256: str) -> None:
         raise CheckpointError(
             f"{path} cannot be read ({error}); copy or save the checkpoint again"
         ) from None
+    if saved_robot != policy.spec.robot.name:
+        from robota.policies.flow_robots import move_primary
+
+        state = move_primary(state, saved_robot, policy.spec.robot.name)
     try:
         missing, unexpected = policy.load_state_dict(state, strict=False)
     except RuntimeError as error:  # A tensor whose shape differs from the policy's.

@@ -18,6 +18,13 @@ width shared by all robots: arm joints first, the gripper always in the last slo
 has its own normalisation: the state's opening as a fraction of the robot's maximum opening, and
 the action's command as open (-1) or closed (+1) by the dataset's gripper range. Predicted
 chunks carry the gripper as exactly the open or the closed value, cut at `gripper_threshold`.
+
+One policy can train on several robots (embodiments). Each robot has its own normalisation,
+joint layouts, gripper channel and robot token. The image encoders, the vector projections (over
+the padded widths), the trunk and the action expert are shared. A training batch holds one robot
+and names it in its `robot` entry. Inference and export run the primary robot, the one whose
+spec the policy was built with; `robota.policies.load_checkpoint(path, robot=NAME)` makes any
+of the robots the primary one.
 """
 
 from __future__ import annotations
@@ -32,21 +39,22 @@ from torch import nn
 from robota.errors import SpecError, check_choice
 from robota.policies.act import ACTION_IS_PAD
 from robota.policies.base import ChunkPolicy, ChunkPolicyConfig, check_positive
-from robota.policies.flow_layers import (
-    ExpertLayer,
-    JointLayout,
-    TimeEmbedding,
-    robot_index,
+from robota.policies.flow_layers import ExpertLayer, TimeEmbedding
+from robota.policies.flow_robots import (
+    ROBOT,
+    add_robot_parts,
+    batch_robot,
+    build_embodiments,
+    vector_input,
 )
 from robota.policies.layers import EncoderLayer, ImageEncoder, padding_mask
-from robota.policies.normalize import MODES, Normalizer
+from robota.policies.normalize import MODES
 from robota.spec import (
     ACTION,
     INSTRUCTION_MAX_BYTES,
     INSTRUCTION_VOCAB_SIZE,
     TASK_TOKENS,
     Spec,
-    is_joint_indexed,
 )
 
 INTEGRATION_MODES = ("unrolled", "loop")
@@ -131,28 +139,41 @@ class FlowMatchingPolicy(ChunkPolicy):
 
     Args:
         config: Hyperparameters.
-        spec: Feature spec; fixes the cameras, vector observations, robot and action size.
+        spec: Feature spec of the primary robot; fixes the cameras, vector observations, robot
+            and action size.
         stats: Dataset statistics in LeRobot's `stats.json` form, with every image key, every
             `spec.vector_keys` entry and `action` (with `min` and `max` for the gripper).
+        embodiments: Other robots the policy also drives, robot name to `(spec, stats)` as
+            above. Their specs may differ from `spec` only in the robot and the width of the
+            features indexed by its joints.
+
+    Attributes:
+        embodiments: Each other robot's `Embodiment`, keyed by robot name. The primary robot's
+            parts are attributes of the policy itself (`normalizer`, `gripper`, ...), so a
+            one-robot policy's weights keep their names.
 
     Raises:
-        SpecError: The statistics lack a feature the policy uses, or the robot has more joints
-            than `max_state_dim` or `max_action_dim` hold.
+        SpecError: The statistics lack a feature the policy uses, a robot has more joints than
+            `max_state_dim` or `max_action_dim` hold, or another robot's spec differs in more
+            than its joints.
     """
 
     name = "flow"
     config_class = FlowMatchingConfig
+    # The constructor takes `embodiments`, so training may mix robots.
+    multi_robot = True
 
-    def __init__(self, config: FlowMatchingConfig, spec: Spec, stats: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        config: FlowMatchingConfig,
+        spec: Spec,
+        stats: Mapping[str, Any],
+        embodiments: Mapping[str, tuple[Spec, Mapping[str, Any]]] | None = None,
+    ) -> None:
         super().__init__(config, spec, stats)
         dim = config.dim_model
-        self.action_layout = JointLayout(ACTION, spec.features[ACTION], config.max_action_dim)
-        self.joint_layouts = {
-            key: JointLayout(key, spec.features[key], config.max_state_dim)
-            for key in spec.vector_keys
-            if is_joint_indexed(spec.features[key], spec.robot)
-        }
-        self.normalizer = Normalizer(stats, _normalized_features(config, spec))
+        add_robot_parts(self, config, spec, stats)
+        self.embodiments = build_embodiments(config, spec, embodiments or {})
 
         self.image_encoders = nn.ModuleDict(
             {
@@ -170,8 +191,6 @@ class FlowMatchingPolicy(ChunkPolicy):
         )
         self.vector_position = nn.Parameter(torch.randn(len(spec.vector_keys), dim) * 0.02)
         self.robot_embedding = nn.Embedding(len(config.robot_vocabulary), dim)
-        robot_id = robot_index(spec.robot.name, config.robot_vocabulary)
-        self.register_buffer("robot_id", torch.tensor(robot_id), persistent=False)
         self.byte_embedding = nn.Embedding(INSTRUCTION_VOCAB_SIZE, dim, padding_idx=0)
         self.byte_position = nn.Parameter(torch.randn(INSTRUCTION_MAX_BYTES, dim) * 0.02)
         self.trunk = nn.ModuleList(
@@ -193,7 +212,28 @@ class FlowMatchingPolicy(ChunkPolicy):
         )
         self.expert_norm = nn.LayerNorm(dim)
         self.action_output = nn.Linear(dim, config.max_action_dim)
-        self.register_buffer("action_valid", self.action_layout.valid, persistent=False)
+
+    @property
+    def robot_names(self) -> tuple[str, ...]:
+        """The robots this policy drives: the primary one first, then `embodiments` in order."""
+        return (self.spec.robot.name, *self.embodiments)
+
+    def embodiment(self, robot: str | int) -> nn.Module:
+        """Return one robot's parts by name or by index into `robot_names`.
+
+        The result has `spec`, `stats`, `normalizer`, `gripper`, `action_layout`,
+        `joint_layouts`, `robot_id` and `action_valid`; for the primary robot it is the policy.
+
+        Raises:
+            UnknownNameError: The name is not one of `robot_names`.
+            SpecError: The index is out of range.
+        """
+        names = self.robot_names
+        if isinstance(robot, str):
+            robot = names.index(check_choice("robot of this policy", robot, names))
+        if not 0 <= robot < len(names):
+            raise SpecError(f"robot index {robot} is out of range for the robots {list(names)}")
+        return self if robot == 0 else self.embodiments[names[robot]]
 
     @property
     def n_context_tokens(self) -> int:
@@ -205,43 +245,33 @@ class FlowMatchingPolicy(ChunkPolicy):
         layout = self.joint_layouts.get(key)
         return self.spec.features[key].shape[0] if layout is None else layout.width
 
-    def _vector_input(self, key: str, value: torch.Tensor) -> torch.Tensor:
-        """Normalise a vector observation `(batch, dim)`; pad a joint-indexed one to its width."""
-        normalized = self.normalizer.normalize(key, value)
-        layout = self.joint_layouts.get(key)
-        if layout is None:
-            return normalized
-        gripper = None
-        if layout.has_gripper:
-            # Opening as a fraction of the maximum, on [-1, 1], so every robot's gripper agrees.
-            opening = value[..., -1].to(torch.float32) / self.spec.robot.gripper_max_opening_m
-            gripper = 2.0 * opening - 1.0
-        return layout.pad(normalized[..., : layout.n_arm], gripper)
-
-    def encode(self, inputs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the trunk over the raw inputs.
+    def encode(
+        self, inputs: Mapping[str, torch.Tensor], robot: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the trunk over the raw inputs of robot `robot`, an index into `robot_names`.
 
         Returns:
             The trunk tokens `(batch, n_tokens, dim_model)` and their additive key mask
             `(batch, 1, 1, n_tokens)`, which hides the instruction's padding bytes.
         """
+        parts = self.embodiment(robot)
         task_tokens = _trim_padding(inputs[TASK_TOKENS])
         batch = task_tokens.shape[0]
         tokens: list[torch.Tensor] = []
         for key in self.spec.image_keys:
             # (batch, height, width, 3) uint8 -> (batch, 3, height, width)
             images = inputs[key].permute(0, 3, 1, 2)
-            images = self.normalizer.normalize(key, images)
+            images = parts.normalizer.normalize(key, images)
             tokens.append(self.image_encoders[_module_name(key)](images))
         if self.spec.vector_keys:
             vectors = [
-                self.vector_projections[_module_name(key)](self._vector_input(key, inputs[key]))
+                self.vector_projections[_module_name(key)](vector_input(parts, key, inputs[key]))
                 for key in self.spec.vector_keys
             ]
             # n_vectors x (batch, dim_model) -> (batch, n_vectors, dim_model)
             tokens.append(torch.stack(vectors, dim=1) + self.vector_position)
         # (dim_model,) -> (batch, 1, dim_model)
-        tokens.append(self.robot_embedding(self.robot_id).expand(batch, 1, -1))
+        tokens.append(self.robot_embedding(parts.robot_id).expand(batch, 1, -1))
         n_bytes = task_tokens.shape[1]
         tokens.append(self.byte_embedding(task_tokens) + self.byte_position[:n_bytes])
 
@@ -307,27 +337,30 @@ class FlowMatchingPolicy(ChunkPolicy):
         batch = memory.shape[0]
         return memory.new_zeros(batch, self.config.chunk_size, self.config.max_action_dim)
 
-    def normalize_action(self, action: torch.Tensor) -> torch.Tensor:
-        """Map physical actions `(..., action_dim)` to padded, normalised `(..., max_action_dim)`."""
-        normalized = self.normalizer.normalize(ACTION, action)
+    def normalize_action(self, action: torch.Tensor, robot: int = 0) -> torch.Tensor:
+        """Map physical actions `(..., action_dim)` of robot `robot` (an index into
+        `robot_names`) to padded, normalised `(..., max_action_dim)`."""
+        parts = self.embodiment(robot)
+        normalized = parts.normalizer.normalize(ACTION, action)
         gripper = None
-        if self.gripper is not None:
+        if parts.gripper is not None:
             # Open -1, closed +1 by the dataset's gripper range.
-            gripper = 2.0 * self.gripper.to_unit(action[..., -1]) - 1.0
-        return self.action_layout.pad(normalized[..., : self.action_layout.n_arm], gripper)
+            gripper = 2.0 * parts.gripper.to_unit(action[..., -1]) - 1.0
+        return parts.action_layout.pad(normalized[..., : parts.action_layout.n_arm], gripper)
 
-    def unnormalize_action(self, padded: torch.Tensor) -> torch.Tensor:
-        """Map padded, normalised actions back to physical `(..., action_dim)`.
+    def unnormalize_action(self, padded: torch.Tensor, robot: int = 0) -> torch.Tensor:
+        """Map padded, normalised actions back to physical `(..., action_dim)` of robot `robot`.
 
         The gripper comes out as exactly the open or the closed value.
         """
-        arm, gripper = self.action_layout.unpad(padded)
+        parts = self.embodiment(robot)
+        arm, gripper = parts.action_layout.unpad(padded)
         if gripper is None:
-            return self.normalizer.unnormalize(ACTION, arm)
+            return parts.normalizer.unnormalize(ACTION, arm)
         # (..., n_arm) + (..., 1) -> (..., action_dim); the gripper element is replaced below.
-        physical = self.normalizer.unnormalize(ACTION, torch.cat([arm, gripper[..., None]], -1))
+        physical = parts.normalizer.unnormalize(ACTION, torch.cat([arm, gripper[..., None]], -1))
         closed = (gripper + 1.0) / 2.0 >= self.config.gripper_threshold
-        snapped = self.gripper.from_closed(closed)
+        snapped = parts.gripper.from_closed(closed)
         # (..., n_arm) + (..., 1) -> (..., action_dim)
         return torch.cat([physical[..., :-1], snapped[..., None]], dim=-1)
 
@@ -337,15 +370,17 @@ class FlowMatchingPolicy(ChunkPolicy):
         Args:
             batch: Raw inputs named by `policy_input_names(spec)`, `action` float32
                 `(batch, chunk, action_dim)` in physical units and `action_is_pad` bool
-                `(batch, chunk)`, true for steps past the episode's end.
+                `(batch, chunk)`, true for steps past the episode's end. An optional `robot`
+                entry, int64 `(batch,)` with one index into `robot_names` in every row,
+                selects the robot; without it the batch is the primary robot's.
 
         Returns:
             `loss` (scalar to minimise) and `mse`, both the mean squared velocity error over
             the steps that are not padding and the action elements the robot has.
         """
-        self._check_batch(batch)
-        memory, memory_mask = self.encode(batch)
-        target = self.normalize_action(batch[ACTION])  # (batch, chunk, max_action_dim)
+        robot = self._check_batch(batch)
+        memory, memory_mask = self.encode(batch, robot)
+        target = self.normalize_action(batch[ACTION], robot)  # (batch, chunk, max_action_dim)
         valid_steps = (~batch[ACTION_IS_PAD]).to(target.dtype)  # (batch, chunk)
 
         draws = self.config.noise_samples
@@ -363,7 +398,7 @@ class FlowMatchingPolicy(ChunkPolicy):
         predicted = self.velocity(noisy, time, memory, memory_mask)
 
         # (batch, chunk, 1) * (max_action_dim,): only real steps and real action elements count
-        weights = valid_steps[..., None] * self.action_valid
+        weights = valid_steps[..., None] * self.embodiment(robot).action_valid
         squared = (predicted - (target - noise)) ** 2 * weights
         mse = squared.sum() / weights.sum().clamp_min(1.0)
         return {"loss": mse, "mse": mse}
@@ -375,7 +410,8 @@ class FlowMatchingPolicy(ChunkPolicy):
         beta = torch.distributions.Beta(concentration[0], concentration[1])
         return 1.0 - beta.sample((count,))
 
-    def _check_batch(self, batch: Mapping[str, torch.Tensor]) -> None:
+    def _check_batch(self, batch: Mapping[str, torch.Tensor]) -> int:
+        """Check a training batch; return the index of its robot in `robot_names`."""
         missing = [key for key in (*self.input_names, ACTION, ACTION_IS_PAD) if key not in batch]
         if missing:
             raise SpecError(f"training batch is missing {missing}; it has {sorted(batch)}")
@@ -386,6 +422,15 @@ class FlowMatchingPolicy(ChunkPolicy):
                 f"{self.config.chunk_size}; build the dataset with "
                 f"chunk_size={self.config.chunk_size}"
             )
+        robot = batch_robot(batch.get(ROBOT), self.robot_names)
+        width = self.embodiment(robot).spec.features[ACTION].shape[0]
+        if batch[ACTION].shape[-1] != width:
+            raise SpecError(
+                f"batch actions have {batch[ACTION].shape[-1]} elements, but robot "
+                f"{self.robot_names[robot]!r} has {width}; set the batch's {ROBOT!r} entry to "
+                "the index of its robot in robot_names"
+            )
+        return robot
 
     def predict_action_chunk(
         self, inputs: Mapping[str, torch.Tensor], start: torch.Tensor | None = None
@@ -400,8 +445,8 @@ class FlowMatchingPolicy(ChunkPolicy):
                 varied chunks; `None` starts from zeros, as the exported model does.
 
         Returns:
-            float32 `(batch, chunk, action_dim)`: joint position targets in rad, then the
-            gripper command, exactly the dataset's open or closed value.
+            float32 `(batch, chunk, action_dim)` of the primary robot: joint position targets
+            in rad, then the gripper command, exactly the dataset's open or closed value.
         """
         self.check_inputs(inputs)
         memory, memory_mask = self.encode(inputs)
@@ -446,14 +491,3 @@ def _trim_padding(task_tokens: torch.Tensor) -> torch.Tensor:
 def _module_name(key: str) -> str:
     # Module names cannot contain dots, which every feature key has.
     return key.replace(".", "__")
-
-
-def _normalized_features(
-    config: FlowMatchingConfig, spec: Spec
-) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """Return the normalisation mode and shape of every feature the policy reads or predicts."""
-    features = {key: ("mean_std", spec.features[key].shape) for key in spec.image_keys}
-    for key in spec.vector_keys:
-        features[key] = (config.state_normalization, spec.features[key].shape)
-    features[ACTION] = (config.action_normalization, spec.features[ACTION].shape)
-    return features
