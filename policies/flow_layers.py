@@ -15,6 +15,7 @@ from robota.errors import SpecError
 from robota.policies.layers import Attention, FeedForward
 from robota.spec import GRIPPER_NAME, FeatureSpec
 
+
 class ExpertLayer(nn.Module):
     """Pre-norm layer of the action expert: action tokens attend to each other, then to the trunk.
 
