@@ -133,33 +133,60 @@ def _as_json(values: Mapping[str, Any]) -> dict[str, Any]:
 def build_finetune_policy(config: TrainConfig, dataset: Any) -> nn.Module:
     """Load `config.init_from`, check the dataset against it and prepare the fine-tuning mode.
 
+    A checkpoint of several robots loads with the dataset's primary robot as its primary one,
+    and every robot of the dataset must be one of the checkpoint's.
+
     Args:
         config: A config with `init_from` set.
-        dataset: The training samples, with `spec` and `stats` attributes.
+        dataset: The training samples, with `spec` and `stats` attributes (and `embodiments`
+            for a mix of several robots).
 
     Returns:
         The policy with the checkpoint's weights and statistics, its parameters frozen or
         adapted as `finetune_mode` and `freeze_encoders` request.
 
     Raises:
-        SpecError: The dataset's feature spec differs from the checkpoint's (the message names
-            the entry), or the LoRA rank does not fit a layer.
+        SpecError: A robot of the dataset is not one of the checkpoint's, or its feature spec
+            differs from the checkpoint's (the message names the entry), or the LoRA rank does
+            not fit a layer.
     """
-    from robota.datasets.torch_loader import spec_difference
-    from robota.policies.checkpoint import load_checkpoint
+    from robota.policies.checkpoint import checkpoint_robots, load_checkpoint
 
-    policy = load_checkpoint(config.init_from)
-    difference = spec_difference(policy.spec, dataset.spec)
+    robots = checkpoint_robots(config.init_from)
+    primary = dataset.spec.robot.name
+    policy = load_checkpoint(config.init_from, robot=primary if primary in robots else None)
+    for robot, (spec, stats) in _dataset_robots(dataset).items():
+        saved = _checkpoint_part(policy, robot)
+        _check_dataset_fits(config, saved.spec, spec)
+        warn_on_drift(saved.stats, stats)
+    prepare_parameters(policy, config)
+    return policy
+
+
+def _dataset_robots(dataset: Any) -> dict[str, tuple[Any, Any]]:
+    """Return the dataset's robots, name to `(spec, stats)`."""
+    embodiments = getattr(dataset, "embodiments", None)
+    return dict(embodiments) if embodiments else {dataset.spec.robot.name: (dataset.spec, dataset.stats)}
+
+
+def _checkpoint_part(policy: nn.Module, robot: str) -> Any:
+    """Return the part of the policy with robot `robot`'s spec and stats, or the primary robot's."""
+    if robot in getattr(policy, "robot_names", ()):
+        return policy.embodiment(robot)
+    return policy
+
+
+def _check_dataset_fits(config: TrainConfig, saved: Any, spec: Any) -> None:
+    from robota.datasets.torch_loader import spec_difference
+
+    difference = spec_difference(saved, spec)
     if difference is not None:
         raise SpecError(
             f"dataset {config.dataset} does not fit the checkpoint {config.init_from}: their "
-            f"feature specs differ in {difference!r} (checkpoint robot {policy.spec.robot.name}, "
-            f"dataset robot {dataset.spec.robot.name}); fine-tune on data of the checkpoint's "
-            "robot and cameras"
+            f"feature specs differ in {difference!r} (checkpoint robot {saved.robot.name}, "
+            f"dataset robot {spec.robot.name}); fine-tune on data of the checkpoint's robots "
+            "and cameras"
         )
-    warn_on_drift(policy.stats, dataset.stats)
-    prepare_parameters(policy, config)
-    return policy
 
 
 def prepare_parameters(policy: nn.Module, config: TrainConfig) -> list[str]:

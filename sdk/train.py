@@ -137,7 +137,8 @@ class _Run:
         self.schedule = make_schedule(self.optimizer, self.config)
         self.average = make_average(self.policy, self.config.ema_decay)
         self.precision = Precision(self.config.mixed_precision, context.device)
-        self.stream = BatchStream(self.train_set, context, self.config)
+        robot_names = getattr(self.policy, "robot_names", None)
+        self.stream = BatchStream(self.train_set, context, self.config, robot_names)
 
         self.start_step = self._resume() if self.config.resume else 0
         self.model = self._wrap(self.policy)

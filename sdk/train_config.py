@@ -109,8 +109,9 @@ class TrainConfig:
 
     Attributes:
         dataset: Dataset folder (LeRobot v3.0 layout), or several as a list of `PATH` or
-            `PATH:WEIGHT` entries to train on their mix (see `dataset_sources`). All datasets of
-            a mix must share one feature spec, and their statistics are pooled.
+            `PATH:WEIGHT` entries to train on their mix (see `dataset_sources`). Datasets of
+            one robot must share one feature spec, and their statistics are pooled. Datasets
+            of several robots (for the `flow` policy) may differ in the robot's joints.
         output: Run folder to write: the final checkpoint at its top level, training-state
             checkpoints under `checkpoints/`, `metrics.csv`, TensorBoard events under
             `tensorboard/` and the resolved config as `train_config.toml`.

@@ -2,9 +2,12 @@
 
 With several datasets (`TrainConfig.dataset` a list), `build_datasets` opens each as a
 `ChunkDataset` and joins them in a `ChunkMixture`. Its batches draw dataset d with probability
-`w_d`, and its normalisation statistics are pooled over the union of the data. The feature specs
-must be equal. With `val_fraction`, each dataset's last episodes are held out, and the
-validation loss averages over all held-out samples without weighting.
+`w_d`, and its normalisation statistics are pooled over the union of each robot's data. The
+feature specs must be equal for datasets of one robot. Datasets of several robots may differ in
+the robot and its joint-indexed features. Every batch then contains one robot, and the policy
+(only `flow` can) gets each robot's spec and statistics as an embodiment. With `val_fraction`,
+each dataset's last episodes are held out, and the validation loss averages over all held-out
+samples without weighting.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import ConcatDataset, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
-from robota.errors import SpecError
+from robota.errors import SpecError, check_choice
 from robota.train_config import DatasetSource, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -40,7 +43,10 @@ def build_datasets(config: Any, factory: Callable[[Any], Dataset] | None) -> tup
     train_set = ChunkMixture(
         [train for train, _ in splits], weights, names=[str(source.path) for source in sources]
     )
-    val_set = ConcatDataset([val for _, val in splits]) if config.val_fraction else None
+    val_set = None
+    if config.val_fraction:
+        # A ChunkMixture rather than a ConcatDataset, so validation can batch one robot at a time.
+        val_set = ChunkMixture([val for _, val in splits], names=train_set.names)
     logger.info(
         "training on a mix of %d datasets: %s",
         len(sources),
@@ -92,8 +98,16 @@ def split_tail(dataset: Dataset, fraction: float) -> tuple[Dataset, Dataset | No
 
 
 def build_policy(config: TrainConfig, dataset: Dataset) -> torch.nn.Module:
-    """Build a fresh policy from the dataset's spec and statistics, or load `init_from`."""
-    from robota.policies.registry import make_policy
+    """Build a fresh policy from the dataset's spec and statistics, or load `init_from`.
+
+    A mix of several robots builds the policy for its primary (first) robot, with the other
+    robots' specs and statistics as `embodiments`.
+
+    Raises:
+        SpecError: The dataset lacks a spec or statistics, or mixes robots for a policy that
+            drives one robot only.
+    """
+    from robota.policies.registry import POLICIES, make_config, make_policy
 
     for attribute in ("spec", "stats"):
         if getattr(dataset, attribute, None) is None:
@@ -105,13 +119,43 @@ def build_policy(config: TrainConfig, dataset: Dataset) -> torch.nn.Module:
         from robota.finetune import build_finetune_policy
 
         return build_finetune_policy(config, dataset)
-    return make_policy(
-        config.policy,
-        dataset.spec,
-        dataset.stats,
-        chunk_size=config.chunk_size,
-        **config.policy_overrides,
-    )
+    others = other_embodiments(config, dataset)
+    if not others:
+        return make_policy(
+            config.policy,
+            dataset.spec,
+            dataset.stats,
+            chunk_size=config.chunk_size,
+            **config.policy_overrides,
+        )
+    policy_config = make_config(config.policy, chunk_size=config.chunk_size, **config.policy_overrides)
+    return POLICIES[config.policy](policy_config, dataset.spec, dataset.stats, embodiments=others)
+
+
+def other_embodiments(config: TrainConfig, dataset: Any) -> dict[str, tuple[Any, Any]]:
+    """Return the robots of a mix other than its primary one, name to `(spec, stats)`.
+
+    Raises:
+        SpecError: The mix has several robots but `config.policy` drives one robot only; the
+            message names a dataset of each of two robots.
+    """
+    from robota.policies.registry import POLICIES
+
+    embodiments = dict(getattr(dataset, "embodiments", None) or {})
+    if len(embodiments) < 2:
+        return {}
+    policy_class = POLICIES[check_choice("policy", config.policy, POLICIES)]
+    if not getattr(policy_class, "multi_robot", False):
+        robots = list(embodiments)
+        first = dataset.names[dataset.part_robots.index(robots[0])]
+        other = dataset.names[dataset.part_robots.index(robots[1])]
+        raise SpecError(
+            f"{first} (robot {robots[0]}) and {other} (robot {robots[1]}) cannot be mixed for "
+            f"policy {config.policy!r}, which predicts one robot's actions; use --policy flow, "
+            "which pads every robot's joints to one width"
+        )
+    embodiments.pop(dataset.spec.robot.name)
+    return embodiments
 
 
 def data_provenance(dataset: Any, config: TrainConfig) -> dict[str, Any]:

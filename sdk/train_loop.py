@@ -3,8 +3,10 @@
 Data order: each epoch is a permutation drawn by `DistributedSampler` from `seed + epoch`
 (`set_epoch`), split across processes. A mix of datasets (`ChunkMixture`) instead draws each
 sample's dataset by weight, from a generator seeded by seed, epoch and rank (`MixtureSampler`).
-A `BatchStream` counts the batches it handed out in the epoch, so a resumed run skips exactly
-those and gets the same batches as an uninterrupted one.
+A mix of several robots draws one dataset per batch (`MixtureBatchSampler`), so every batch
+holds one robot, and the batch gets a `robot` entry: int64 `(batch,)`, the index of its robot in
+the policy's `robot_names`. A `BatchStream` counts the batches it handed out in the epoch, so a
+resumed run skips exactly those and gets the same batches as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextlib
 import itertools
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +23,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from robota.datasets.torch_loader import ChunkMixture, MixtureSampler
-from robota.errors import RobotaError
+from robota.errors import RobotaError, SpecError
+from robota.policies.flow_robots import ROBOT
+from robota.spec import ACTION
 from robota.train_dist import DistributedContext
 
 
@@ -61,12 +65,30 @@ class ResumableSampler(Sampler[int]):
 class BatchStream:
     """Endless shuffled batches on the training device, resumable at any batch.
 
+    Args:
+        dataset: Training samples; a `ChunkMixture` of several robots is drawn one robot per
+            batch.
+        context: This process's rank, the number of processes and the device.
+        config: The run's TrainConfig.
+        robot_names: The policy's robots (`FlowMatchingPolicy.robot_names`); needed for a mix
+            of several robots, whose batches carry their robot's index in this sequence.
+
     Attributes:
         epoch: Epoch of the next batch.
         batches_done: Batches of `epoch` already handed out.
+
+    Raises:
+        RobotaError: The dataset has no samples, or fewer than the processes.
+        SpecError: A robot of the mix is not one of `robot_names`.
     """
 
-    def __init__(self, dataset: Dataset, context: DistributedContext, config: Any):
+    def __init__(
+        self,
+        dataset: Dataset,
+        context: DistributedContext,
+        config: Any,
+        robot_names: Sequence[str] | None = None,
+    ):
         if len(dataset) == 0:
             raise RobotaError(
                 f"training dataset {config.dataset} has no samples; record or convert episodes first"
@@ -77,21 +99,36 @@ class BatchStream:
                 f"training dataset {config.dataset} has {len(dataset)} samples, fewer than the "
                 f"{context.world_size} processes; use fewer processes or more episodes"
             )
-        self.batch_size = config.batch_size
-        self.sampler = _make_sampler(dataset, context, config.seed, per_rank)
         self.generator = torch.Generator()
         self.seed = config.seed
-        self.loader = DataLoader(
-            dataset,
-            batch_size=config.batch_size,
-            sampler=self.sampler,
-            drop_last=per_rank >= config.batch_size,
+        loading = dict(
             num_workers=config.num_workers,
             generator=self.generator,
             worker_init_fn=_seed_worker,
             persistent_workers=config.num_workers > 0,
             pin_memory=context.device.type == "cuda",
         )
+        # Index in `robot_names` of each part's robot, for a mix of several robots only.
+        self.part_robot_ids = part_robot_ids(dataset, robot_names)
+        if self.part_robot_ids is None:
+            self.sampler = _make_sampler(dataset, context, config.seed, per_rank)
+            self.skip_per_batch = config.batch_size  # The sampler skips samples.
+            self.loader = DataLoader(
+                dataset,
+                batch_size=config.batch_size,
+                sampler=self.sampler,
+                drop_last=per_rank >= config.batch_size,
+                **loading,
+            )
+        else:
+            self.sampler = dataset.batch_sampler(
+                batch_size=config.batch_size,
+                seed=config.seed,
+                num_batches=max(1, per_rank // config.batch_size),
+                rank=context.rank,
+            )
+            self.skip_per_batch = 1  # The batch sampler skips batches.
+            self.loader = DataLoader(dataset, batch_sampler=self.sampler, **loading)
         self.device = context.device
         self.epoch = 0
         self.batches_done = 0
@@ -106,17 +143,41 @@ class BatchStream:
         """Return the next batch, starting a new epoch where one ends."""
         for _ in range(2):
             if self._iterator is None:
-                self.sampler.set_epoch(self.epoch, skip=self.batches_done * self.batch_size)
+                self.sampler.set_epoch(self.epoch, skip=self.batches_done * self.skip_per_batch)
                 # The loader draws its workers' base seed from this generator.
                 self.generator.manual_seed(self.seed + self.epoch)
                 self._iterator = iter(self.loader)
             batch = next(self._iterator, None)
             if batch is not None:
+                if self.part_robot_ids is not None:
+                    # The loader keeps the sampler's order, so this is the batch's own dataset.
+                    part = self.sampler.dataset_of_batch(self.batches_done)
+                    rows = len(batch[ACTION])
+                    batch[ROBOT] = torch.full((rows,), self.part_robot_ids[part], dtype=torch.int64)
                 self.batches_done += 1
                 return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             self._iterator = None
             self.epoch, self.batches_done = self.epoch + 1, 0
         raise RobotaError("the training data loader yielded no batch in a whole epoch")
+
+
+def part_robot_ids(dataset: Dataset, robot_names: Sequence[str] | None) -> list[int] | None:
+    """Return the index in `robot_names` of each part's robot, or None unless the mix has several.
+
+    Raises:
+        SpecError: A robot of the mix is not one of `robot_names`.
+    """
+    if not isinstance(dataset, ChunkMixture) or len(dataset.robot_names) < 2:
+        return None
+    names = list(robot_names or ())
+    missing = [robot for robot in dataset.robot_names if robot not in names]
+    if missing:
+        raise SpecError(
+            f"the training mix has robots {list(dataset.robot_names)}, but the policy drives "
+            f"{names}; train a flow policy on the mix, or fine-tune a checkpoint that has "
+            f"robots {missing}"
+        )
+    return [names.index(robot) for robot in dataset.part_robots]
 
 
 def _make_sampler(
@@ -141,14 +202,16 @@ def validation_loss(
     batch_size: int,
     autocast: contextlib.AbstractContextManager | Any,
 ) -> float:
-    """Return the mean loss over the validation samples, each rank taking every n-th sample."""
-    shard = Subset(dataset, range(context.rank, len(dataset), context.world_size))
-    loader = DataLoader(shard, batch_size=batch_size, generator=torch.Generator().manual_seed(0))
+    """Return the mean loss over the validation samples, each rank taking every n-th sample.
+
+    A `ChunkMixture` of several robots is batched one dataset at a time, each batch with its
+    `robot` entry.
+    """
     was_training = policy.training
     policy.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for batch in loader:
+        for batch in _validation_batches(policy, dataset, context, batch_size):
             batch = {k: v.to(context.device) for k, v in batch.items()}
             with autocast():
                 loss = policy(batch)["loss"]
@@ -160,6 +223,21 @@ def validation_loss(
 
     total, count = sum_across(context, [total, float(count)])
     return total / max(count, 1.0)
+
+
+def _validation_batches(
+    policy: torch.nn.Module, dataset: Dataset, context: DistributedContext, batch_size: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    robot_ids = part_robot_ids(dataset, getattr(policy, "robot_names", None))
+    parts = [dataset] if robot_ids is None else dataset.datasets
+    for position, part in enumerate(parts):
+        shard = Subset(part, range(context.rank, len(part), context.world_size))
+        loader = DataLoader(shard, batch_size=batch_size, generator=torch.Generator().manual_seed(0))
+        for batch in loader:
+            if robot_ids is not None:
+                rows = len(batch[ACTION])
+                batch[ROBOT] = torch.full((rows,), robot_ids[position], dtype=torch.int64)
+            yield batch
 
 
 class Precision:
