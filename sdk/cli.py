@@ -70,6 +70,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         workers=args.workers,
         variant=args.variant,
         domain_randomization=args.domain_randomization,
+        robot=args.robot,
     )
     with console.progress("eval", config.episodes) as bar:
         report = evaluate(config, progress=bar)
@@ -97,6 +98,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         signing_key=args.sign,
         variants=args.variants,
         integration=args.integration,
+        robot=args.robot,
     )
     print(
         f"wrote bundle {result.bundle}; parity max abs error {result.parity_max_abs_error:.2e} "
@@ -191,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="draw the task's domain randomisation per episode; the report lists the draws",
     )
+    p.add_argument(
+        "--robot",
+        help="robot to evaluate a checkpoint of several robots for, which is also the twin's "
+        "arm (default: the checkpoint's primary robot)",
+    )
     p.set_defaults(handler=_cmd_eval)
 
     p = commands.add_parser("export", help="export a checkpoint to an ONNX bundle")
@@ -215,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODE",
         help="flow policies only: 'unrolled' repeats the action expert once per integration "
         "step in the graph, 'loop' runs it in one ONNX Loop node (default: unrolled)",
+    )
+    p.add_argument(
+        "--robot",
+        help="robot to export a checkpoint of several robots for (default: the checkpoint's "
+        "primary robot)",
     )
     p.set_defaults(handler=_cmd_export)
 

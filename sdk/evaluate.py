@@ -46,26 +46,35 @@ def policy_kind(path: Path) -> str:
     )
 
 
-def load_rollout_policy(path: Path, variant: str | None = None):
+def load_rollout_policy(path: Path, variant: str | None = None, robot: str | None = None):
     """Load a checkpoint or a bundle as a rollout policy with `reset()`, `__call__` and `.spec`.
 
     Args:
         path: Checkpoint or bundle folder.
         variant: Reduced-precision model of a bundle (`fp16` or `int8`); `None` runs fp32.
+        robot: Robot to run a checkpoint of several robots for; `None` runs its primary robot.
+            A bundle runs one robot, which must be this one when it is given.
     """
     kind = policy_kind(path)
     if kind == "bundle":
         from robota.edge.policy import BundlePolicy
 
-        return BundlePolicy.from_path(path, variant=variant)
+        bundle = BundlePolicy.from_path(path, variant=variant)
+        if robot is not None and bundle.spec.robot.name != robot:
+            raise RobotaError(
+                f"bundle {path} is for robot {bundle.spec.robot.name!r}, not {robot!r}; export "
+                f"the checkpoint with `robota export CHECKPOINT --robot {robot}`"
+            )
+        return bundle
     if variant is not None:
         raise RobotaError(
             f"variant {variant!r} applies to bundles only, but {path} is a checkpoint; "
             "export it with `robota export --variants` first"
         )
+    from robota.policies.checkpoint import load_checkpoint
     from robota.policies.runner import TorchPolicyRunner
 
-    return TorchPolicyRunner.from_checkpoint(path)
+    return TorchPolicyRunner(load_checkpoint(path, robot=robot))
 
 
 def check_policy_fits_task(policy_spec: Spec, task_spec: Spec) -> None:
@@ -106,8 +115,9 @@ class EvalConfig:
         output: Report path (JSON); none writes no file.
         workers: Processes that run episodes in parallel.
         variant: Reduced-precision model of a bundle to run (`fp16` or `int8`).
-        domain_randomization: Draw the task's domain randomisation every episode. The twin's
-            arm is the policy's robot.
+        domain_randomization: Draw the task's domain randomisation every episode.
+        robot: Robot to evaluate a checkpoint of several robots for; `None` takes its primary
+            robot. The twin's arm is the policy's robot.
     """
 
     policy: Path
@@ -118,6 +128,7 @@ class EvalConfig:
     workers: int = 1
     variant: str | None = None
     domain_randomization: bool = False
+    robot: str | None = None
 
     def __post_init__(self) -> None:
         self.policy = Path(self.policy)
@@ -147,10 +158,8 @@ def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> di
         if progress is not None:
             progress.advance(1, success=sum(r["success"] for r in rows) / len(rows))
 
-    jobs = [
-        (config.policy, config.task, config.variant, config.domain_randomization, seed)
-        for seed in seeds
-    ]
+    setup = (config.policy, config.task, config.variant, config.domain_randomization, config.robot)
+    jobs = [(*setup, seed) for seed in seeds]
     if config.workers <= 1:
         for job in jobs:
             collect(_run_job(job))
@@ -158,7 +167,7 @@ def evaluate(config: EvalConfig, progress: ProgressReporter | None = None) -> di
     else:
         # Load once here first, so a bad policy fails before any worker starts: an exception in
         # a pool's initializer would make the pool restart workers forever.
-        _init_worker(config.policy, config.task, config.variant, config.domain_randomization)
+        _init_worker(*setup)
         _close_worker()
         context = multiprocessing.get_context("spawn")
         with context.Pool(config.workers) as pool:
@@ -177,13 +186,17 @@ _worker_state: dict[str, Any] = {}
 
 
 def _init_worker(
-    policy_path: Path, task: str, variant: str | None = None, domain_randomization: bool = False
+    policy_path: Path,
+    task: str,
+    variant: str | None = None,
+    domain_randomization: bool = False,
+    robot: str | None = None,
 ) -> None:
     from robota.sim import make_env
 
     if multiprocessing.parent_process() is not None:
         limit_threads_in_worker()
-    policy = load_rollout_policy(policy_path, variant)
+    policy = load_rollout_policy(policy_path, variant, robot)
     env = make_env(
         task,
         robot=policy.spec.robot.name,
@@ -191,7 +204,7 @@ def _init_worker(
         domain_randomization=domain_randomization,
     )
     check_policy_fits_task(policy.spec, env.unwrapped.feature_spec)
-    key = (policy_path, task, variant, domain_randomization)
+    key = (policy_path, task, variant, domain_randomization, robot)
     _worker_state.update(policy=policy, env=env, key=key)
 
 
@@ -205,13 +218,13 @@ def limit_threads_in_worker() -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
-def _run_job(job: tuple[Path, str, str | None, bool, int]) -> dict[str, Any]:
+def _run_job(job: tuple[Path, str, str | None, bool, str | None, int]) -> dict[str, Any]:
     from robota.sim.rollout import run_episode
 
-    policy_path, task, variant, domain_randomization, seed = job
-    if _worker_state.get("key") != (policy_path, task, variant, domain_randomization):
+    *setup, seed = job
+    if _worker_state.get("key") != tuple(setup):
         _close_worker()
-        _init_worker(policy_path, task, variant, domain_randomization)
+        _init_worker(*setup)
     episode = run_episode(_worker_state["env"], _worker_state["policy"], seed)
     return {
         "seed": seed,

@@ -95,6 +95,7 @@ def export_bundle(
     variants: Sequence[str] = (),
     safety: SafetyConfig | None = None,
     integration: str | None = None,
+    robot: str | None = None,
 ) -> ExportResult:
     """Export a checkpoint folder to a bundle folder.
 
@@ -116,13 +117,16 @@ def export_bundle(
         integration: How a policy that integrates a flow (`flow`) puts its integration steps
             into the graph: `unrolled` or `loop` (one ONNX `Loop` node); `None` uses the
             policy's default. Other policies accept only `None`.
+        robot: Robot to export a checkpoint of several robots for (see
+            `robota.policies.load_checkpoint`); `None` exports its primary robot.
 
     Raises:
         MissingExtraError: torch or onnx is not installed.
         CheckpointError: The checkpoint does not load or its model breaks the export contract.
         BundleError: `output` exists (without `overwrite`) or is not a bundle, or `integration`
             is set for a policy without integration steps.
-        UnknownNameError: `integration` is not a mode the policy has.
+        UnknownNameError: `integration` is not a mode the policy has, or `robot` is not one of
+            the checkpoint's robots.
         ParityError: ONNX Runtime differs from torch by more than `tolerance`.
     """
     checkpoint = Path(checkpoint)
@@ -134,7 +138,7 @@ def export_bundle(
             raise MissingExtraError(error.name, "train") from None
         raise
 
-    policy = load_checkpoint(checkpoint)
+    policy = load_checkpoint(checkpoint, robot=robot)
     return export_policy(
         policy,
         output,
