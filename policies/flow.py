@@ -481,7 +481,7 @@ def _trim_padding(task_tokens: torch.Tensor) -> torch.Tensor:
     took about 60% of a training step on a 2-core CPU. A traced graph keeps all columns, because
     the kept width depends on the input's values.
     """
-    if torch.jit.is_tracing() or torch.jit.is_scripting():
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
         return task_tokens
     used = (task_tokens != 0).any(dim=0).nonzero()
     width = int(used.max()) + 1 if used.numel() else 1
