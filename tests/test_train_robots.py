@@ -135,6 +135,13 @@ def test_batch_sampler_resumes_inside_epoch(mixture):
     assert len(sampler) == 23
 
 
+def test_batch_sampler_ranks_draw_apart(mixture):
+    rank_0 = mixture.batch_sampler(batch_size=4, seed=0, num_batches=30, rank=0)
+    rank_1 = mixture.batch_sampler(batch_size=4, seed=0, num_batches=30, rank=1)
+
+    assert list(rank_0) != list(rank_1)
+
+
 def test_stream_marks_each_batch_robot(mixture):
     context = DistributedContext(0, 1, 0, torch.device("cpu"), owns_group=False)
     config = SimpleNamespace(batch_size=4, seed=0, num_workers=0, dataset="mix")
@@ -149,6 +156,21 @@ def test_stream_marks_each_batch_robot(mixture):
         assert (robot == robot[0]).all()
         width = 8 if int(robot[0]) == 0 else 7
         assert batch[ACTION].shape == (4, 4, width)
+
+
+def test_stream_resumes_with_robot(mixture):
+    context = DistributedContext(0, 1, 0, torch.device("cpu"), owns_group=False)
+    config = SimpleNamespace(batch_size=4, seed=0, num_workers=0, dataset="mix")
+    whole = BatchStream(mixture, context, config, robot_names=("ur5e", "panda"))
+    resumed = BatchStream(mixture, context, config, robot_names=("ur5e", "panda"))
+    expected = [whole.next() for _ in range(8)][5:]
+
+    resumed.seek(0, 5)
+    actual = [resumed.next() for _ in range(3)]
+
+    for want, got in zip(expected, actual, strict=True):
+        assert torch.equal(got["robot"], want["robot"])
+        assert torch.equal(got[ACTION], want[ACTION])
 
 
 def test_stream_rejects_robot_policy_lacks(mixture):
