@@ -478,8 +478,8 @@ def _trim_padding(task_tokens: torch.Tensor) -> torch.Tensor:
 
     Padding keys get zero attention weight and padding queries feed only masked keys, so the
     result is the same as with all 64 columns up to float rounding. The trunk over all 64 bytes
-    took about 60% of a training step on a 2-core CPU. A traced graph keeps all columns, because
-    the kept width depends on the input's values.
+    took about 60% of a training step on a 2-core CPU. A traced, compiled or exported graph keeps
+    all columns, because the kept width depends on the input's values.
     """
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
         return task_tokens
