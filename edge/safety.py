@@ -45,9 +45,10 @@ DEFAULT_ACCELERATION_LIMIT_RAD_S2 = 8.0
 # Protective-stop thresholds of the wrist sensor reading, which includes the tool's weight: the
 # twin's gripper reads about 10 N at rest and 11 N carrying the part. The sustained limits trip
 # after `DEFAULT_WRENCH_DEBOUNCE_SAMPLES` consecutive readings above them (0.3 s at 10 Hz), and
-# the transient limits trip on one reading. In the pick-place twin, successful grasps read up to
-# 130 N and 16 N*m for one control period while the fingers pressed the part onto the table
-# (docs/sil.md). These are this project's defaults, to be set per cell at export.
+# the transient limits trip on one reading. In the pick-place twin, successful episodes read up
+# to 130 N at the grasp, 180 N at a regrasp and 16 N*m, each for one control period, while the
+# fingers pressed the part onto the table (docs/sil.md). These are this project's defaults, to
+# be set per cell at export.
 DEFAULT_MAX_FORCE_N = 100.0
 DEFAULT_MAX_TORQUE_N_M = 10.0
 DEFAULT_WRENCH_DEBOUNCE_SAMPLES = 3
