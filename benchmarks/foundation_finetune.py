@@ -10,8 +10,9 @@ Runs, each on one torch thread:
 
 - pretrain: the flow policy on the mix of the pretraining datasets, each with an equal share of
   every batch (`dataset_weighting = "equal"`), for `--pretrain-steps`;
-- finetune-N: `robota finetune --from pretrain` on N held-out demos for `--finetune-steps`,
-  in `--finetune-mode` (full by default, at `--finetune-lr`);
+- finetune-MODE-N: `robota finetune --from pretrain` on N held-out demos for
+  `--finetune-steps`, once per mode of `--finetune-modes`: `full` at `--finetune-lr`, `lora`
+  at `--lora-lr`. The first mode is the main one, which the data-efficiency ratio uses;
 - scratch-N: a fresh flow policy of the same size on the same N demos, for the same steps;
 - zero-shot: the pretrained checkpoint on the held-out task without any of its demos.
 
@@ -60,6 +61,7 @@ DEFAULT_POLICY = {
     "image_channels": [8, 16, 16, 32, 32],
 }
 TIMING_FILE = "benchmark_timing.json"
+EVAL_FILE = "benchmark_eval.json"
 
 logger = logging.getLogger(__name__)
 
@@ -189,15 +191,17 @@ def run_pretrain(args: argparse.Namespace, datasets: Sequence[Path], root: Path)
     return timed_train(config)
 
 
-def run_finetune(args: argparse.Namespace, pretrained: Path, dataset: Path, output: Path) -> dict[str, Any]:
-    """Fine-tune the pretrained checkpoint on one held-out dataset."""
+def run_finetune(
+    args: argparse.Namespace, mode: str, pretrained: Path, dataset: Path, output: Path
+) -> dict[str, Any]:
+    """Fine-tune the pretrained checkpoint on one held-out dataset in `mode` (full or lora)."""
     config = finetune_config(
         pretrained,
         dataset=dataset,
         output=output,
         steps=args.finetune_steps,
-        finetune_mode=args.finetune_mode,
-        lr=args.finetune_lr,
+        finetune_mode=mode,
+        lr=args.finetune_lr if mode == "full" else args.lora_lr,
         **common_settings(args),
     )
     return timed_train(config)
@@ -217,18 +221,25 @@ def run_scratch(args: argparse.Namespace, dataset: Path, output: Path) -> dict[s
 
 
 def twin_success(args: argparse.Namespace, checkpoint: Path) -> dict[str, Any]:
-    """Evaluate `checkpoint` on the held-out task's unseen seeds."""
+    """Evaluate `checkpoint` on the held-out task's unseen seeds, or reuse its earlier result."""
+    cache = Path(checkpoint) / EVAL_FILE
+    if cache.is_file():
+        cached = json.loads(cache.read_text(encoding="utf-8"))
+        if cached.get("task") == args.heldout and cached["episodes"] == args.eval_episodes:
+            return cached["result"]
     started = time.perf_counter()
     report = evaluate(
         EvalConfig(policy=checkpoint, task=args.heldout, episodes=args.eval_episodes, workers=args.eval_workers)
     )
-    return {
+    result = {
         "successes": report["successes"],
         "episodes": report["episodes"],
         "success_rate": report["success_rate"],
         "wilson_95": list(report["success_interval_95"]),
         "eval_wall_s": time.perf_counter() - started,
     }
+    cache.write_text(json.dumps({"task": args.heldout, "episodes": args.eval_episodes, "result": result}), encoding="utf-8")
+    return result
 
 
 def final_loss(run_folder: Path) -> float | None:
@@ -251,15 +262,17 @@ def plot_success_vs_demos(document: dict[str, Any], path: Path) -> None:
 
     runs = document["runs"]
     figure, axis = pyplot.subplots(figsize=(6, 4))
-    # The two curves sit a little left and right of each demo count so their bars do not overlap.
-    for kind, marker, offset in (("finetune", "o", -0.6), ("scratch", "s", 0.6)):
-        names = sorted((name for name in runs if name.startswith(f"{kind}-")), key=lambda name: runs[name]["demos"])
+    # The curves sit a little apart at each demo count so their bars do not overlap.
+    curves = [(f"finetune-{mode}-", f"fine-tuned ({mode}) from the pretrained policy") for mode in document["settings"]["finetune_modes"]]
+    curves.append(("scratch-", "trained from scratch"))
+    for index, (prefix, label) in enumerate(curves):
+        offset = 0.8 * (index - (len(curves) - 1) / 2)
+        names = sorted((name for name in runs if name.startswith(prefix)), key=lambda name: runs[name]["demos"])
         demos = [runs[name]["demos"] + offset for name in names]
         rates = [runs[name]["twin"]["success_rate"] for name in names]
         below = [rate - runs[name]["twin"]["wilson_95"][0] for name, rate in zip(names, rates)]
         above = [runs[name]["twin"]["wilson_95"][1] - rate for name, rate in zip(names, rates)]
-        label = "fine-tuned from the pretrained policy" if kind == "finetune" else "trained from scratch"
-        axis.errorbar(demos, rates, yerr=[below, above], marker=marker, capsize=4, label=label)
+        axis.errorbar(demos, rates, yerr=[below, above], marker="s" if prefix == "scratch-" else "o", capsize=4, label=label)
     zero_shot = runs.get("pretrain", {}).get("twin")
     if zero_shot is not None:
         axis.errorbar([0], [zero_shot["success_rate"]], yerr=[[zero_shot["success_rate"] - zero_shot["wilson_95"][0]],
@@ -286,11 +299,18 @@ def plot_loss_curves(run_folders: dict[str, Path], path: Path) -> None:
 
     from robota.train_metrics import read_metrics
 
+    # One colour per kind of run (full, lora, scratch) and one line style per demo count.
+    colours = {"finetune-full": "tab:blue", "finetune-lora": "tab:orange", "scratch": "tab:green", "pretrain": "tab:grey"}
+    demo_counts = sorted({int(name.rsplit("-", 1)[1]) for name in run_folders if name != "pretrain"})
+    styles = dict(zip(demo_counts, ("-", "--", ":", "-.")))
     figure, (pretrain_axis, heldout_axis) = pyplot.subplots(1, 2, figsize=(11, 4))
     for name, folder in run_folders.items():
         steps, losses = zip(*read_metrics(folder / "metrics.csv")["loss"])
-        axis = pretrain_axis if name == "pretrain" else heldout_axis
-        axis.plot(steps, losses, label=name, linestyle="--" if name.startswith("scratch") else "-")
+        if name == "pretrain":
+            pretrain_axis.plot(steps, losses, label=name, color=colours["pretrain"])
+            continue
+        kind, demos = name.rsplit("-", 1)
+        heldout_axis.plot(steps, losses, label=name, color=colours.get(kind), linestyle=styles.get(int(demos), "-"))
     for axis, title in ((pretrain_axis, "pretraining on the task mix"), (heldout_axis, "held-out task")):
         axis.set_title(title)
         axis.set_xlabel("step")
@@ -325,13 +345,13 @@ def train_and_measure(args: argparse.Namespace, root: Path, data: dict[str, Any]
 
     for demos in args.demos:
         dataset = data["heldout"][demos]["path"]
-        for kind in ("finetune", "scratch"):
-            name = f"{kind}-{demos}"
+        for mode in (*args.finetune_modes, "scratch"):
+            name = f"scratch-{demos}" if mode == "scratch" else f"finetune-{mode}-{demos}"
             output = root / "runs" / name
-            if kind == "finetune":
-                run = run_finetune(args, pretrained, dataset, output)
-            else:
+            if mode == "scratch":
                 run = run_scratch(args, dataset, output)
+            else:
+                run = run_finetune(args, mode, pretrained, dataset, output)
             checkpoint = run.pop("checkpoint")
             runs[name] = {**run, "demos": demos, "final_loss": final_loss(checkpoint)}
             runs[name]["twin"] = twin_success(args, checkpoint)
@@ -344,9 +364,10 @@ def summarise(args: argparse.Namespace, runs: dict[str, Any]) -> dict[str, Any]:
     """Compute the data-efficiency ratios and the wall-time comparison."""
     demos = list(args.demos)
     scratch = [runs[f"scratch-{n}"]["twin"]["success_rate"] for n in demos]
-    summary: dict[str, Any] = {"efficiency": {}, "wall_s": {}}
+    main_mode = args.finetune_modes[0]
+    summary: dict[str, Any] = {"main_mode": main_mode, "efficiency": {}, "wall_s": {}}
     for n in demos:
-        finetuned = runs[f"finetune-{n}"]
+        finetuned = runs[f"finetune-{main_mode}-{n}"]
         summary["efficiency"][str(n)] = {
             **efficiency_ratio(demos, scratch, finetuned["twin"]["success_rate"], n),
             "success_difference": finetuned["twin"]["success_rate"] - runs[f"scratch-{n}"]["twin"]["success_rate"],
@@ -389,10 +410,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--demos", default="10,50", help="held-out demo counts, comma-separated (default: 10,50)")
     parser.add_argument("--image-size", type=int, default=64, help="camera image size in pixels (default: 64)")
     parser.add_argument("--policy-overrides", default=json.dumps(DEFAULT_POLICY), help="JSON object of flow config fields")
-    parser.add_argument("--pretrain-steps", type=int, default=4000, help="optimiser steps of pretraining (default: 4000)")
-    parser.add_argument("--finetune-steps", type=int, default=1000, help="optimiser steps of each fine-tune and scratch run (default: 1000)")
-    parser.add_argument("--finetune-mode", choices=("full", "lora"), default="full", help="fine-tuning mode (default: full)")
-    parser.add_argument("--finetune-lr", type=float, default=3e-4, help="peak learning rate of fine-tuning (default: 3e-4)")
+    parser.add_argument("--pretrain-steps", type=int, default=2000, help="optimiser steps of pretraining (default: 2000)")
+    parser.add_argument("--finetune-steps", type=int, default=600, help="optimiser steps of each fine-tune and scratch run (default: 600)")
+    parser.add_argument(
+        "--finetune-modes", default="full",
+        help="fine-tuning modes, comma-separated from full and lora; the first is the main one (default: full)",
+    )
+    parser.add_argument("--finetune-lr", type=float, default=3e-4, help="peak learning rate of full fine-tuning (default: 3e-4)")
+    parser.add_argument("--lora-lr", type=float, default=1e-3, help="peak learning rate of LoRA fine-tuning (default: 1e-3)")
     parser.add_argument("--batch-size", type=int, default=16, help="samples per step of every run (default: 16)")
     parser.add_argument("--log-every", type=int, default=25, help="steps between metrics rows (default: 25)")
     parser.add_argument("--eval-episodes", type=int, default=30, help="twin episodes per checkpoint (default: 30)")
@@ -405,6 +430,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.pretrain = args.pretrain or [parse_task_entry(entry) for entry in DEFAULT_PRETRAIN]
     args.demos = sorted(int(value) for value in args.demos.split(","))
+    args.finetune_modes = [mode.strip() for mode in args.finetune_modes.split(",")]
+    unknown = [mode for mode in args.finetune_modes if mode not in ("full", "lora")]
+    if unknown or not args.finetune_modes:
+        parser.error(f"--finetune-modes takes full and lora, got {unknown or args.finetune_modes}")
     if args.heldout in {task for task, _ in args.pretrain}:
         parser.error(f"--heldout {args.heldout} is also a pretraining task; hold out a task the mix lacks")
     return args

@@ -5,9 +5,10 @@ The sort twin has a red and a blue bin, and only the instruction names the one t
 pose, arm start, language draw) with only the instruction changed. So a policy that ignores the
 instruction puts the part in the same bin under both, and at most one of the two is right.
 
-The script records UR5e expert demos of sort (both bins, every language), trains the flow
-policy on them (fresh, or fine-tuning `--from CKPT`; or takes a finished `--policy CKPT`), then for each of `--seeds` unseen seeds rolls the
-policy out once per target. It reads the bin that holds the part at the end
+The script records UR5e expert demos of sort (both bins, every language) and trains the flow
+policy on them, fresh or fine-tuning `--from CKPT`. With `--policy CKPT` it takes a finished
+checkpoint instead. For each of `--seeds` unseen seeds it then rolls the policy out once per
+target. It reads the bin that holds the part at the end
 (`env.unwrapped.bin_holding_part()`, None when the part is in no bin) and reports, with Wilson
 95% intervals:
 
@@ -67,16 +68,18 @@ def score_outcomes(outcomes: Sequence[Mapping[str, str | None]]) -> dict[str, An
             part at the end of that rollout, or None.
 
     Returns:
-        `seeds`; per target `successes`, `rate` and `wilson_95`; and the same three for
-        `both_right` and `same_bin` (both rollouts in one bin, either bin).
+        `seeds`, and per target the `successes`, `rate` and `wilson_95` of rollouts that end
+        in the named bin. The same three fields describe `both_right` and `same_bin` (both
+        rollouts in one bin, either bin). `right_bin_when_placed` counts, among the rollouts
+        that left the part in a bin (`trials`), those where it is the named bin.
     """
     seeds = len(outcomes)
 
-    def share(count: int) -> dict[str, Any]:
+    def share(count: int, trials: int = seeds) -> dict[str, Any]:
         return {
             "successes": count,
-            "rate": count / seeds if seeds else 0.0,
-            "wilson_95": list(wilson_interval(count, seeds)),
+            "rate": count / trials if trials else 0.0,
+            "wilson_95": list(wilson_interval(count, trials)),
         }
 
     per_target = {target: share(sum(outcome[target] == target for outcome in outcomes)) for target in TARGETS}
@@ -84,7 +87,15 @@ def score_outcomes(outcomes: Sequence[Mapping[str, str | None]]) -> dict[str, An
     same_bin = sum(
         outcome[TARGETS[0]] is not None and outcome[TARGETS[0]] == outcome[TARGETS[1]] for outcome in outcomes
     )
-    return {"seeds": seeds, "per_target": per_target, "both_right": share(both_right), "same_bin": share(same_bin)}
+    placed = [(target, outcome[target]) for outcome in outcomes for target in TARGETS if outcome[target] is not None]
+    right_when_placed = sum(target == held for target, held in placed)
+    return {
+        "seeds": seeds,
+        "per_target": per_target,
+        "both_right": share(both_right),
+        "same_bin": share(same_bin),
+        "right_bin_when_placed": {**share(right_when_placed, len(placed)), "trials": len(placed)},
+    }
 
 
 # Rollouts ----------------------------------------------------------------------------------------
@@ -141,7 +152,7 @@ def prepare_policy(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         record(RecordConfig(output=dataset, task=TASK, episodes=args.episodes, image_size=args.image_size))
         record_wall_s = time.perf_counter() - started
 
-    output = root / "runs" / f"{TASK}-instructions"
+    output = root / "runs" / f"{TASK}-instructions-{args.steps}"
     settings = {
         "steps": args.steps,
         "batch_size": args.batch_size,
@@ -169,13 +180,37 @@ def prepare_policy(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     return {"checkpoint": output, "record_wall_s": record_wall_s, "train_wall_s": time.perf_counter() - started}
 
 
+def plot_outcomes(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Draw, per instruction, how many rollouts ended with the part in each bin or in none."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    outcomes = (("red", "tab:red"), ("blue", "tab:blue"), (None, "lightgrey"))
+    figure, axis = pyplot.subplots(figsize=(5, 3.5))
+    bottoms = [0, 0]
+    for outcome, colour in outcomes:
+        counts = [sum(row[target] == outcome for row in rows) for target in TARGETS]
+        label = f"part in the {outcome} bin" if outcome else "part in no bin"
+        axis.bar([f"told {target}" for target in TARGETS], counts, bottom=bottoms, color=colour, label=label)
+        bottoms = [bottom + count for bottom, count in zip(bottoms, counts)]
+    axis.set_ylabel(f"rollouts over {len(rows)} seeds")
+    axis.legend(loc="upper right", fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+
+
 def print_summary(score: dict[str, Any]) -> None:
     """Print the per-target and paired shares with their intervals."""
     rows = [(f"{target} bin when told {target}", entry) for target, entry in score["per_target"].items()]
     rows += [("different bins, both right", score["both_right"]), ("same bin under both", score["same_bin"])]
+    rows += [("named bin, of parts in a bin", score["right_bin_when_placed"])]
     for label, entry in rows:
         low, high = entry["wilson_95"]
-        print(f"{label:<28} {entry['successes']:>3}/{score['seeds']:<3} {entry['rate']:4.0%}  95% CI [{low:.0%}, {high:.0%}]")
+        trials = entry.get("trials", score["seeds"])
+        print(f"{label:<28} {entry['successes']:>3}/{trials:<3} {entry['rate']:4.0%}  95% CI [{low:.0%}, {high:.0%}]")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -198,6 +233,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and data order")
     parser.add_argument("--workdir", type=Path, help="folder for the dataset and run; a temporary one if unset")
     parser.add_argument("--output", type=Path, help="JSON file for the figures")
+    parser.add_argument("--figure", type=Path, help="PNG of the outcomes per instruction")
     return parser.parse_args(argv)
 
 
@@ -220,6 +256,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     score = score_outcomes(rows)
     print_summary(score)
+    if args.figure is not None:
+        plot_outcomes(rows, args.figure)
     if args.output is not None:
         document = {
             "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

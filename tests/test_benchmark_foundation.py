@@ -119,6 +119,8 @@ def test_instruction_scores_count_pairs(instructions):
     assert score["per_target"]["blue"]["successes"] == 3
     assert score["both_right"]["successes"] == 1
     assert score["same_bin"]["successes"] == 2
+    assert score["right_bin_when_placed"]["trials"] == 7
+    assert score["right_bin_when_placed"]["successes"] == 5
 
 
 def test_instruction_scores_intervals(instructions):
