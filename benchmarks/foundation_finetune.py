@@ -17,9 +17,9 @@ Runs, each on one torch thread:
 - zero-shot: the pretrained checkpoint on the held-out task without any of its demos.
 
 Figures: twin success of each checkpoint over `--eval-episodes` unseen seeds with a Wilson 95%
-interval, wall time of every phase, and the data-efficiency ratio (`efficiency_ratio`): the demos
-that training from scratch needs to reach the fine-tuned policy's success at N demos,
-interpolated linearly between the measured demo counts, divided by N. The script writes the
+interval, wall time of every phase, and the data-efficiency ratio (`efficiency_ratio`). The ratio
+at N demos is the demo count that training from scratch needs to reach the fine-tuned policy's
+success at N, interpolated linearly between the measured demo counts, divided by N. The script writes the
 figures as JSON and, with `--figures`, two PNGs: success against demos and the training losses.
 
     python benchmarks/foundation_finetune.py --workdir runs/foundation --output runs/foundation.json \
@@ -118,8 +118,9 @@ def efficiency_ratio(
     """Return the data-efficiency ratio of a fine-tuned run against the from-scratch curve.
 
     The ratio is the demos scratch needs for the fine-tuned success, divided by the fine-tuned
-    run's demos. `bound` tells whether it is a point value, an upper bound or a lower bound.
-    A fine-tuned success of 0 gives no ratio, since any run reaches it.
+    run's demos. `bound` is `exact` for a point value, `at_most` for an upper bound and
+    `more_than` for a lower bound. A fine-tuned success of 0 gives no ratio, since any run
+    reaches it.
     """
     if finetuned_success <= 0.0:
         return {"ratio": None, "bound": "undefined", "scratch_demos": None}
