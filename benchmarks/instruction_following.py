@@ -224,7 +224,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--from", dest="init_from", type=Path,
         help="checkpoint to fine-tune (all weights) on the sort demos instead of training a fresh policy",
     )
-    parser.add_argument("--steps", type=int, default=2000, help="optimiser steps (default: 2000)")
+    parser.add_argument("--steps", type=int, default=3000, help="optimiser steps (default: 3000)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the policy config's)")
     parser.add_argument("--batch-size", type=int, default=16, help="samples per step (default: 16)")
     parser.add_argument("--log-every", type=int, default=25, help="steps between metrics rows (default: 25)")
