@@ -309,7 +309,7 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
             f"{_number(sent and sent['per_site_per_round']):>13} {_number(sent and sent['per_site_total']):>13} "
             f"{_number(ratio, '.3f'):>8}"
         )
-    print("success per spawn band (band 0 holds the lowest part y):")
+    print("success per spawn band (band 0 has the lowest part y):")
     for name, row in results.items():
         bands = "  ".join(f"{b['successes']}/{b['episodes']}" for b in row["twin"]["per_band"])
         print(f"  {name:<13} {bands}")
