@@ -18,21 +18,15 @@ import numpy as np
 
 from robota.errors import RobotaError
 from robota.sim.expert import (
-    BIN_REACHED_XY_M,
     CARRY_HEIGHT_M,
     CLOSED_PHASES,
-    GRASPED_M,
     MAX_ROTATION_STEP_RAD,
     MAX_TRANSLATION_STEP_M,
-    MISSED_M,
-    OPENED_M,
-    REACHED_XY_M,
-    REACHED_YAW_RAD,
-    REACHED_Z_M,
     RELEASE_HEIGHT_M,
     Phase,
     _step_towards,
     _wrap,
+    next_phase,
 )
 from robota.sim.ik import SiteIK, top_down_rotation
 from robota.sim.twin import CONTROL_HZ
@@ -120,42 +114,16 @@ class ConveyorExpert:
     def _advance_phase(
         self, tcp: np.ndarray, tcp_yaw: float, opening: float, part_pose: np.ndarray
     ) -> None:
-        phase = self.phase
-        part_xy_error = float(np.linalg.norm(tcp[:2] - part_pose[:2]))
-        bin_xy_error = float(np.linalg.norm(tcp[:2] - self.bin_center_m))
-
-        if phase in (Phase.LIFT, Phase.CARRY, Phase.LOWER) and opening < MISSED_M:
-            logger.debug("part lost in phase %s (opening %.4f m); approaching again", phase.name, opening)
-            phase = Phase.APPROACH
-        elif phase == Phase.APPROACH:
-            if (
-                part_xy_error < REACHED_XY_M
-                and abs(tcp[2] - self.hover_height_m) < 2 * REACHED_Z_M
-                and abs(_wrap(part_pose[2] - tcp_yaw)) < REACHED_YAW_RAD
-                and opening > OPENED_M
-            ):
-                phase = Phase.DESCEND
-        elif phase == Phase.DESCEND:
-            if tcp[2] < self.grasp_height_m + REACHED_Z_M and part_xy_error < REACHED_XY_M:
-                phase = Phase.CLOSE
-        elif phase == Phase.CLOSE:
-            if opening < MISSED_M:
-                phase = Phase.APPROACH
-            elif opening < GRASPED_M:
-                phase = Phase.LIFT
-        elif phase == Phase.LIFT:
-            if tcp[2] > CARRY_HEIGHT_M - 3 * REACHED_Z_M:
-                phase = Phase.CARRY
-        elif phase == Phase.CARRY:
-            if bin_xy_error < BIN_REACHED_XY_M:
-                phase = Phase.LOWER
-        elif phase == Phase.LOWER:
-            if tcp[2] < RELEASE_HEIGHT_M + REACHED_Z_M:
-                phase = Phase.RELEASE
-        elif phase == Phase.RELEASE:
-            if opening > OPENED_M:
-                phase = Phase.RETREAT
-
+        phase = next_phase(
+            self.phase,
+            tcp,
+            tcp_yaw,
+            opening,
+            part_pose,
+            self.bin_center_m,
+            hover_height_m=self.hover_height_m,
+            grasp_height_m=self.grasp_height_m,
+        )
         if phase != self.phase:
             logger.debug("phase %s -> %s", self.phase.name, phase.name)
             if phase == Phase.APPROACH:

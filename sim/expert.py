@@ -102,42 +102,16 @@ class PickPlaceExpert:
     def _advance_phase(
         self, tcp: np.ndarray, tcp_yaw: float, opening: float, part_pose: np.ndarray
     ) -> None:
-        phase = self.phase
-        part_xy_error = float(np.linalg.norm(tcp[:2] - part_pose[:2]))
-        bin_xy_error = float(np.linalg.norm(tcp[:2] - self.bin_center_m))
-
-        if phase in (Phase.LIFT, Phase.CARRY, Phase.LOWER) and opening < MISSED_M:
-            logger.debug("part lost in phase %s (opening %.4f m); approaching again", phase.name, opening)
-            phase = Phase.APPROACH
-        elif phase == Phase.APPROACH:
-            if (
-                part_xy_error < REACHED_XY_M
-                and abs(tcp[2] - HOVER_HEIGHT_M) < 2 * REACHED_Z_M
-                and abs(_wrap(part_pose[2] - tcp_yaw)) < REACHED_YAW_RAD
-                and opening > OPENED_M
-            ):
-                phase = Phase.DESCEND
-        elif phase == Phase.DESCEND:
-            if tcp[2] < GRASP_HEIGHT_M + REACHED_Z_M and part_xy_error < REACHED_XY_M:
-                phase = Phase.CLOSE
-        elif phase == Phase.CLOSE:
-            if opening < MISSED_M:
-                phase = Phase.APPROACH
-            elif opening < GRASPED_M:
-                phase = Phase.LIFT
-        elif phase == Phase.LIFT:
-            if tcp[2] > CARRY_HEIGHT_M - 3 * REACHED_Z_M:
-                phase = Phase.CARRY
-        elif phase == Phase.CARRY:
-            if bin_xy_error < BIN_REACHED_XY_M:
-                phase = Phase.LOWER
-        elif phase == Phase.LOWER:
-            if tcp[2] < RELEASE_HEIGHT_M + REACHED_Z_M:
-                phase = Phase.RELEASE
-        elif phase == Phase.RELEASE:
-            if opening > OPENED_M:
-                phase = Phase.RETREAT
-
+        phase = next_phase(
+            self.phase,
+            tcp,
+            tcp_yaw,
+            opening,
+            part_pose,
+            self.bin_center_m,
+            hover_height_m=HOVER_HEIGHT_M,
+            grasp_height_m=GRASP_HEIGHT_M,
+        )
         if phase != self.phase:
             logger.debug("phase %s -> %s", self.phase.name, phase.name)
             self.phase = phase
@@ -159,6 +133,66 @@ class PickPlaceExpert:
         if self.phase in (Phase.LOWER, Phase.RELEASE):
             return np.array([bin_x, bin_y, RELEASE_HEIGHT_M]), tcp_yaw
         return np.array([bin_x, bin_y, CARRY_HEIGHT_M]), tcp_yaw
+
+
+def next_phase(
+    phase: Phase,
+    tcp: np.ndarray,
+    tcp_yaw: float,
+    opening: float,
+    part_pose: np.ndarray,
+    bin_center_m: np.ndarray,
+    *,
+    hover_height_m: float,
+    grasp_height_m: float,
+) -> Phase:
+    """Return the pick-and-place phase that follows `phase` after one observation.
+
+    Args:
+        phase: The current phase.
+        tcp: Tool centre point `(3,)` in the base frame, from the observed joints.
+        tcp_yaw: The tool's yaw in radians.
+        opening: Observed distance between the fingers in metres.
+        part_pose: Reported part `(x, y, yaw)`.
+        bin_center_m: Centre `(2,)` of the bin's footprint.
+        hover_height_m: TCP height of the approach above the part.
+        grasp_height_m: TCP height of the grasp.
+    """
+    part_xy_error = float(np.linalg.norm(tcp[:2] - part_pose[:2]))
+    bin_xy_error = float(np.linalg.norm(tcp[:2] - bin_center_m))
+
+    if phase in (Phase.LIFT, Phase.CARRY, Phase.LOWER) and opening < MISSED_M:
+        logger.debug("part lost in phase %s (opening %.4f m); approaching again", phase.name, opening)
+        phase = Phase.APPROACH
+    elif phase == Phase.APPROACH:
+        if (
+            part_xy_error < REACHED_XY_M
+            and abs(tcp[2] - hover_height_m) < 2 * REACHED_Z_M
+            and abs(_wrap(part_pose[2] - tcp_yaw)) < REACHED_YAW_RAD
+            and opening > OPENED_M
+        ):
+            phase = Phase.DESCEND
+    elif phase == Phase.DESCEND:
+        if tcp[2] < grasp_height_m + REACHED_Z_M and part_xy_error < REACHED_XY_M:
+            phase = Phase.CLOSE
+    elif phase == Phase.CLOSE:
+        if opening < MISSED_M:
+            phase = Phase.APPROACH
+        elif opening < GRASPED_M:
+            phase = Phase.LIFT
+    elif phase == Phase.LIFT:
+        if tcp[2] > CARRY_HEIGHT_M - 3 * REACHED_Z_M:
+            phase = Phase.CARRY
+    elif phase == Phase.CARRY:
+        if bin_xy_error < BIN_REACHED_XY_M:
+            phase = Phase.LOWER
+    elif phase == Phase.LOWER:
+        if tcp[2] < RELEASE_HEIGHT_M + REACHED_Z_M:
+            phase = Phase.RELEASE
+    elif phase == Phase.RELEASE:
+        if opening > OPENED_M:
+            phase = Phase.RETREAT
+    return phase
 
 
 def _step_towards(start: np.ndarray, goal: np.ndarray, max_step: float) -> np.ndarray:
